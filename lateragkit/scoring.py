@@ -1,0 +1,145 @@
+"""MaxSim: the one late-interaction scoring implementation of lateragkit.
+
+score(q, d) = sum over the query's masked-in tokens of the maximum, over the document's masked-in tokens,
+of the dot product of the two (L2-normalised) vectors. Padded document positions never win the max; a
+document without any vector contributes 0 for every query token.
+
+Two entry points:
+- `maxsim_padded` scores a padded document batch `D [n, Ld, dim]` with its mask;
+- `maxsim` scores packed documents (`vectors [N_tokens, dim]` + `doclens`, rows of one document contiguous)
+  in bounded-memory chunks: documents are grouped by length and padded within each chunk only.
+
+Compute runs in float32 on CPU and in float16 on CUDA (sums are accumulated in float32).
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+import torch
+
+__all__ = ["maxsim_padded", "maxsim", "DEFAULT_SIM_BUDGET"]
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+# Upper bound on the number of similarity entries (query tokens x document tokens) held at once.
+DEFAULT_SIM_BUDGET = 1 << 25  # 32M entries: 128 MB in float32
+# Upper bound on the (padded) document tokens gathered per chunk.
+DEFAULT_CHUNK_TOKENS = 1 << 16
+
+
+def _compute_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def maxsim_padded(
+    Q: torch.Tensor, Q_mask: torch.Tensor, D: torch.Tensor, D_mask: torch.Tensor
+) -> torch.Tensor:
+    """MaxSim scores of every query against every padded document.
+
+    Args:
+        Q: `[B, Lq, dim]` query vectors.
+        Q_mask: `bool [B, Lq]`, True for the query tokens that are scored.
+        D: `[n, Ld, dim]` document vectors.
+        D_mask: `bool [n, Ld]`, True for real document tokens (padding is never the max).
+
+    Returns:
+        `float32 [B, n]` scores on `Q`'s device.
+    """
+    if Q.dim() != 3 or D.dim() != 3:
+        raise ValueError(f"Q must be [B, Lq, dim] and D [n, Ld, dim]; got {tuple(Q.shape)} and {tuple(D.shape)}")
+    if Q.shape[-1] != D.shape[-1]:
+        raise ValueError(f"dimension mismatch: queries have dim {Q.shape[-1]}, documents {D.shape[-1]}")
+    device = Q.device
+    dtype = _compute_dtype(device)
+    B, n = Q.shape[0], D.shape[0]
+    if B == 0 or n == 0 or D.shape[1] == 0:
+        return torch.zeros(B, n, dtype=torch.float32, device=device)
+    Qc = Q.to(device=device, dtype=dtype)
+    Dc = D.to(device=device, dtype=dtype)
+    Dm = D_mask.to(device=device, dtype=torch.bool)
+    Qm = Q_mask.to(device=device, dtype=torch.bool)
+    Lq, Ld, dim = Qc.shape[1], Dc.shape[1], Qc.shape[2]
+    # one GEMM: every document token against every query token -> [n, Ld, B * Lq]
+    sim = (Dc.reshape(n * Ld, dim) @ Qc.reshape(B * Lq, dim).T).view(n, Ld, B * Lq)
+    if not bool(Dm.all()):
+        sim.masked_fill_(~Dm[:, :, None], float("-inf"))
+    best = sim.amax(dim=1).view(n, B, Lq).float()
+    # documents without any real token give -inf: they contribute nothing
+    best = torch.where(torch.isfinite(best) & Qm[None, :, :], best, torch.zeros((), device=device))
+    return best.sum(dim=-1).T.contiguous()
+
+
+def _as_tensor(x: ArrayLike) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def maxsim(
+    Q: torch.Tensor,
+    Q_mask: torch.Tensor,
+    vectors: ArrayLike,
+    doclens: ArrayLike,
+    *,
+    chunk_tokens: int | None = None,
+) -> torch.Tensor:
+    """MaxSim scores of every query against packed documents.
+
+    Args:
+        Q: `[B, Lq, dim]` query vectors (their device is the compute device).
+        Q_mask: `bool [B, Lq]`.
+        vectors: `[N_tokens, dim]` document vectors (torch tensor or numpy array/memmap, any device),
+            the rows of one document contiguous and in document order.
+        doclens: `int [n_docs]`, number of rows of each document (0 is allowed and scores 0).
+        chunk_tokens: most padded document tokens scored at once; by default chosen so that the
+            similarity block stays near `DEFAULT_SIM_BUDGET` entries (at most 65,536 tokens).
+
+    Returns:
+        `float32 [B, n_docs]` scores on `Q`'s device.
+    """
+    device = Q.device
+    dtype = _compute_dtype(device)
+    lens = _as_tensor(doclens).to("cpu", torch.int64).reshape(-1)
+    n = int(lens.numel())
+    B = int(Q.shape[0])
+    out = torch.zeros(B, n, dtype=torch.float32, device=device)
+    if n == 0 or B == 0:
+        return out
+    total = int(lens.sum())
+    if total != int(vectors.shape[0]):
+        raise ValueError(f"doclens sum to {total} rows but vectors has {int(vectors.shape[0])}")
+    if int(vectors.shape[1]) != int(Q.shape[-1]):
+        raise ValueError(f"dimension mismatch: queries have dim {Q.shape[-1]}, documents {vectors.shape[1]}")
+
+    Qm = Q_mask.to(device=device, dtype=torch.bool)
+    Qc = Q.to(device=device, dtype=dtype)
+    if chunk_tokens is None:
+        chunk_tokens = max(1, min(DEFAULT_CHUNK_TOKENS, DEFAULT_SIM_BUDGET // max(1, B * Qc.shape[1])))
+
+    starts = torch.cumsum(lens, 0) - lens
+    order = torch.argsort(lens, stable=True)  # group documents of similar length
+    sorted_lens = lens[order]
+    is_numpy = not isinstance(vectors, torch.Tensor)
+
+    i = 0
+    while i < n:
+        # grow the chunk while the padded size (count x longest, lengths ascending) fits the budget
+        j = i + 1
+        while j < n and (j + 1 - i) * int(sorted_lens[j]) <= chunk_tokens:
+            j += 1
+        ids = order[i:j]
+        Ld = int(sorted_lens[j - 1])
+        i = j
+        if Ld == 0:
+            continue  # empty documents score 0
+        pos = torch.arange(Ld)
+        dmask = pos[None, :] < lens[ids][:, None]  # [m, Ld]
+        rows = (starts[ids][:, None] + pos[None, :]).clamp_max(total - 1)
+        if is_numpy:
+            D = torch.from_numpy(np.asarray(vectors[rows.numpy()]))
+        else:
+            D = vectors[rows.to(vectors.device)]
+        scores = maxsim_padded(Qc, Qm, D.to(device=device, dtype=dtype, non_blocking=True), dmask)
+        out[:, ids.to(device)] = scores
+    return out
