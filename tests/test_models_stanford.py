@@ -150,7 +150,6 @@ def test_dim_truncation_renormalises(ckpt, enc):
     assert small.dim == 8 and small.settings()["native_dim"] == 16
     Q16, _ = enc.encode_queries(["hello world"])
     Q8, _ = small.encode_queries(["hello world"])
-    model, linear = _reference_model(ckpt)
     torch.testing.assert_close(Q8, F.normalize(Q16[..., :8], dim=-1), atol=1e-5, rtol=0)  # proportional rows
     assert torch.allclose(Q8.norm(dim=-1), torch.ones(Q8.shape[:2]), atol=1e-5)
     with pytest.raises(ValueError):

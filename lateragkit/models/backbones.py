@@ -197,7 +197,6 @@ def _instantiate(cls: type, config: Any, state: dict[str, torch.Tensor], dtype: 
         k: (state[k].to(dtype) if state[k].is_floating_point() else state[k])
         for k in expected if k in state
     }
-    # tied or shared parameters may be absent from the file when ignored (e.g. pooler): never the case here
     model.load_state_dict(load, strict=False, assign=True)
     _fix_meta_buffers(model, config)
     leftover = [n for n, p in model.named_parameters() if p.is_meta]

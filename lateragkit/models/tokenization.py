@@ -77,6 +77,7 @@ class ColBERTTokenization:
         self.tokenizer = tokenizer
         self.settings = settings
         self.max_tokens = int(max_tokens)
+        self.query_maxlen = min(int(settings.query_maxlen), self.max_tokens)
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -119,12 +120,12 @@ class ColBERTTokenization:
     def query_length(self, text: str, n_ids: int) -> int:
         """Padded length of an expanded query (specials and marker included)."""
         words = int(len(text.split(" ")) * 1.35)
-        return max(self.settings.query_maxlen, min(self.max_tokens, max(words, n_ids)))
+        return max(self.query_maxlen, min(self.max_tokens, max(words, n_ids)))
 
     def tokenize_queries(self, texts: Sequence[str]) -> list[QueryTokens]:
         s = self.settings
         n_marker = int(self.query_marker_id is not None)
-        limit = self.max_tokens if s.query_expansion else min(self.max_tokens, s.query_maxlen)
+        limit = self.max_tokens if s.query_expansion else self.query_maxlen
         encoded = self._encode(texts, self.max_tokens - n_marker)
         out: list[QueryTokens] = []
         recut = [i for i, ids in enumerate(encoded) if len(ids) + n_marker > limit]
