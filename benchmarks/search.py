@@ -103,6 +103,170 @@ def chunks(vectors: np.ndarray, doclens: np.ndarray, per: int = CHUNK_PASSAGES):
         yield np.asarray(vectors[starts[s] : starts[e]]), doclens[s:e]
 
 
-if __name__ == "__main__" and "--encode-only" in sys.argv:
-    encode_cached(sys.argv[sys.argv.index("--encode-only") + 1] if len(sys.argv) > 2 else "scifact")
-    sys.exit(0)
+# --------------------------------------------------------------------------------------------------
+# measuring
+# --------------------------------------------------------------------------------------------------
+def folder_bytes(folder: Path, exclude: tuple[str, ...] = ()) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.name not in exclude)
+
+
+def run_of(hits: list, doc_ids: list[str], qids: list[str]) -> dict[str, list[str]]:
+    return {q: [doc_ids[int(p)] for p in pids] for q, (_, pids) in zip(qids, hits)}
+
+
+def measure(name: str, index: Any, data: dict[str, Any], build_s: float, params: dict[str, Any],
+            latency_queries: int) -> dict[str, Any]:
+    Q, M, qids, doc_ids, qrels = data["Q"], data["Q_mask"], data["query_ids"], data["doc_ids"], data["qrels"]
+    tokens = index.num_tokens
+    index.search(Q[:2], M[:2], 10, **params)  # warm-up (first-touch of memory maps, allocator)
+    t0 = time.perf_counter()
+    hits10 = index.search(Q, M, 10, **params)
+    batch_s = time.perf_counter() - t0
+    hits100 = index.search(Q, M, 100, **params)
+    lat = []
+    lengths = M.sum(1).tolist()
+    for i in range(min(latency_queries, Q.shape[0])):
+        q, m = Q[i : i + 1, : lengths[i]], M[i : i + 1, : lengths[i]]  # each query at its own length
+        t0 = time.perf_counter()
+        index.search(q, m, 10, **params)
+        lat.append(1000 * (time.perf_counter() - t0))
+    folder = Path(index.directory)
+    fixed = ("centroids.npy", "bucket_cutoffs.npy", "bucket_weights.npy", "metadata.json")
+    return {
+        "name": name,
+        "build_s": build_s,
+        "bytes_per_token": folder_bytes(folder) / tokens,
+        "bytes_per_token_growing": folder_bytes(folder, fixed) / tokens,
+        "ndcg10": ndcg_at_k(run_of(hits10, doc_ids, qids), qrels, 10),
+        "recall100": recall_at_k(run_of(hits100, doc_ids, qids), qrels, 100),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "qps": Q.shape[0] / batch_s,
+        "latency_queries": len(lat),
+    }
+
+
+def table(rows: list[dict[str, Any]], base: dict[str, Any]) -> str:
+    head = ("| index | build s | B/token (all files) | B/token (w/o centroid table) | nDCG@10 | R@100 | "
+            "p50 ms | p95 ms | p50 speed-up | QPS (batch) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['build_s']:.1f} | {r['bytes_per_token']:.1f} | {r['bytes_per_token_growing']:.1f} | "
+            f"{r['ndcg10']:.4f} | {r['recall100']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{base['p50_ms'] / r['p50_ms']:.1f}× | {r['qps']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    lines = old.splitlines()
+    out, skipping, replaced = [], False, False
+    for line in lines:
+        if line.strip() == SECTION:
+            skipping, replaced = True, True
+            out.extend(text.rstrip("\n").splitlines())
+            continue
+        if skipping and line.startswith("## "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    if not replaced:
+        out.extend(["", *text.rstrip("\n").splitlines()])
+    RESULTS.write_text("\n".join(out).rstrip("\n") + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="scifact")
+    ap.add_argument("--nbits", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch/faiss threads (default: torch's default)")
+    ap.add_argument("--latency-queries", type=int, default=300)
+    ap.add_argument("--exact-latency-queries", type=int, default=100)
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra PLAID search parameter for every PLAID row (e.g. ncells=2)")
+    ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        try:
+            import faiss
+
+            faiss.omp_set_num_threads(args.threads)
+        except ImportError:
+            pass
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        params[key] = float(value) if "." in value else int(value)
+
+    data = encode_cached(args.dataset)
+    vectors, doclens = data["vectors"], data["doclens"]
+    dim = int(vectors.shape[1])
+    work = CACHE / args.dataset / "indexes"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    print(f"{args.dataset}: {len(doclens)} passages, {int(doclens.sum())} tokens, dim {dim}, "
+          f"{data['Q'].shape[0]} queries; torch threads {torch.get_num_threads()}", flush=True)
+
+    rows = []
+    t0 = time.perf_counter()
+    exact = build_index(work / "exact", chunks(vectors, doclens), dim=dim, index_type="exact", device=args.device)
+    base = measure("exhaustive exact MaxSim (fp16 vectors)", exact, data, time.perf_counter() - t0, {},
+                   args.exact_latency_queries)
+    rows.append(base)
+    print(table(rows, base), flush=True)
+    for nbits in args.nbits:
+        t0 = time.perf_counter()
+        plaid = build_index(work / f"plaid{nbits}", chunks(vectors, doclens), dim=dim, index_type="plaid",
+                            nbits=nbits, device=args.device)
+        build_s = time.perf_counter() - t0
+        label = f"PLAID nbits={nbits} (K={plaid.num_centroids})"
+        if params:
+            label += " " + ", ".join(f"{k}={v}" for k, v in params.items())
+        rows.append(measure(label, plaid, data, build_s, params, args.latency_queries))
+        print(table(rows, base), flush=True)
+        del plaid
+
+    checks = []
+    two = next((r for r in rows[1:] if "nbits=2" in r["name"]), None)
+    if two is not None:
+        checks.append(("PLAID nbits=2 nDCG@10 within 0.005 of exhaustive",
+                       abs(two["ndcg10"] - base["ndcg10"]) <= 0.005,
+                       f"{two['ndcg10']:.4f} vs {base['ndcg10']:.4f}"))
+        checks.append(("PLAID nbits=2 p50 at least 15x faster than exhaustive",
+                       base["p50_ms"] / two["p50_ms"] >= 15, f"{base['p50_ms'] / two['p50_ms']:.1f}x"))
+    for r, nbits in zip(rows[1:], args.nbits):
+        limit = (4 + dim * nbits / 8) * 1.02
+        checks.append((f"nbits={nbits} bytes/token <= {limit:.1f} (all files / w/o centroid table)",
+                       r["bytes_per_token_growing"] <= limit,
+                       f"{r['bytes_per_token']:.1f} / {r['bytes_per_token_growing']:.1f}"))
+    check_text = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {what} ({detail})" for what, ok, detail in checks)
+    cpu = platform.processor() or platform.machine()
+    text = (
+        f"{SECTION}\n\n"
+        f"`python benchmarks/search.py --dataset {args.dataset}` — {args.dataset}: {len(doclens):,} passages, "
+        f"{int(doclens.sum()):,} all-MiniLM-L6-v2 token vectors (dim {dim}, documents ≤ {DOC_MAXLEN} tokens), "
+        f"{data['Q'].shape[0]} judged test queries. Device {args.device}, {os.cpu_count()} CPU cores ({cpu}), "
+        f"torch threads {torch.get_num_threads()}; other jobs shared the CPU, so absolute times are noisy — "
+        f"compare rows of one run. Latency: one query per call, k=10, query encoding excluded "
+        f"({base['latency_queries']} queries for exhaustive, {rows[-1]['latency_queries']} for PLAID); QPS: one "
+        f"batched call with all queries, k=10. nDCG@10 from the k=10 search, R@100 from a k=100 search. "
+        f"PLAID search parameters: the per-call defaults of `lateragkit.index.plaid.plaid_params`"
+        f"{' plus ' + str(params) if params else ''}.\n\n"
+        f"{table(rows, base)}\n\n{check_text}\n"
+    )
+    print()
+    print(check_text)
+    if not args.no_write:
+        write_section(text)
+        print(f"\nwrote {RESULTS} ({SECTION})")
+
+
+if __name__ == "__main__":
+    if "--encode-only" in sys.argv:
+        encode_cached(sys.argv[sys.argv.index("--encode-only") + 1] if len(sys.argv) > 2 else "scifact")
+    else:
+        main()

@@ -15,6 +15,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -77,6 +78,18 @@ def _check_index_name(index_name: str) -> str:
     return index_name
 
 
+def _check_unicode(value: str, what: str) -> None:
+    # Lone surrogates (e.g. from a bad decode) cannot be tokenized or stored as UTF-8: say so up front
+    # instead of failing deep inside the tokenizer or SQLite.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} holds invalid Unicode ({exc.reason} at character {exc.start}); clean it first, e.g. "
+            "text.encode('utf-8', 'replace').decode('utf-8')"
+        ) from None
+
+
 def _check_texts(texts: Any, what: str) -> list[str]:
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"{what} must be a list of strings, not {type(texts).__name__}")
@@ -86,6 +99,7 @@ def _check_texts(texts: Any, what: str) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{what}[{i}] is a {type(text).__name__}; every document must be a str")
+        _check_unicode(text, f"{what}[{i}]")
     return texts
 
 
@@ -100,8 +114,9 @@ def _check_document_ids(ids: Any, n: int, what: str) -> list[str]:
     for i, doc_id in enumerate(ids):
         if not isinstance(doc_id, str) or not doc_id.strip():
             raise ValueError(f"{what}[{i}] = {doc_id!r}: document ids must be non-empty strings")
+        _check_unicode(doc_id, f"{what}[{i}]")
     if len(set(ids)) != n:
-        dups = sorted({d for d in ids if ids.count(d) > 1})[:5]
+        dups = sorted(d for d, count in Counter(ids).items() if count > 1)[:5]
         raise ValueError(f"{what} contains duplicates (e.g. {dups}); document ids must be unique")
     return ids
 
@@ -118,7 +133,7 @@ def _check_metadatas(metas: Any, n: int, what: str) -> list[dict[str, Any] | Non
         if meta is not None and not isinstance(meta, Mapping):
             raise TypeError(f"{what}[{i}] is a {type(meta).__name__}; metadata must be a dict or None")
         try:
-            json.dumps(meta, ensure_ascii=False, allow_nan=False)
+            json.dumps(meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"{what}[{i}] is not JSON-serialisable ({exc}); metadata is stored as JSON, so use "
@@ -142,6 +157,7 @@ def _check_queries(query: Any) -> tuple[list[str], bool]:
             raise TypeError(f"every query must be a str, got {type(q).__name__}")
         if not q.strip():
             raise ValueError("a query is empty or whitespace only: there is nothing to search for")
+        _check_unicode(q, "a query")
     return queries, single
 
 
@@ -514,10 +530,13 @@ class RAGPretrainedModel:
         k = search_kwargs.pop("k", 10)
         return LateragkitRetriever(model=self, k=k, search_kwargs=search_kwargs)
 
-    def as_langchain_document_compressor(self, k: int = 5, **kwargs: Any) -> Any:
+    def as_langchain_document_compressor(self, k: int | None = None, **kwargs: Any) -> Any:
+        """A LangChain document compressor that reranks with MaxSim (``k``, or ``top_n``, default 5)."""
         from .integrations.langchain import LateragkitCompressor
 
-        return LateragkitCompressor(model=self, k=k, **kwargs)
+        if k is not None:
+            kwargs["k"] = k
+        return LateragkitCompressor(model=self, **kwargs)
 
     def as_llama_index_retriever(self, similarity_top_k: int = 10, **kwargs: Any) -> Any:
         from .integrations.llama_index import LateragkitLlamaRetriever

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import inspect
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -411,7 +412,8 @@ def split_documents(
             document (searching forward from the previous passage, then from the start); ``None`` when the
             content is not a verbatim slice. Cannot be combined with ``splitter``.
         splitter_kwargs: extra keyword arguments for ``document_splitter_fn`` (RAGatouille passes
-            ``chunk_size=max_document_length``).
+            ``chunk_size=max_document_length``); those the function does not declare (and it has no
+            ``**kwargs``) are left out, so ``fn(documents, document_ids)`` works too.
         preprocessing_fn: ``list[str] -> list[str]`` applied to all passage contents after splitting; it must
             return one string per input, in order. A list of such functions is applied in turn. Offsets still
             point at the original text; only ``content`` changes.
@@ -488,7 +490,7 @@ def _run_user_splitter(
 ) -> list[tuple[int, str, int | None, int | None]]:
     if not callable(fn):
         raise TypeError("document_splitter_fn must be callable: fn(documents, document_ids, **kwargs) -> list[dict]")
-    out = fn(list(texts), list(document_ids), **kwargs)
+    out = fn(list(texts), list(document_ids), **_accepted_kwargs(fn, kwargs))
     if isinstance(out, (str, bytes, Mapping)) or not isinstance(out, Sequence):
         raise TypeError(
             "document_splitter_fn must return a list of dicts with 'document_id' and 'content', "
@@ -519,6 +521,23 @@ def _run_user_splitter(
         else:
             pieces.append((di, content, None, None))
     return pieces
+
+
+def _accepted_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``fn`` accepts: RAGatouille passes ``chunk_size`` to every splitter, but a
+    user's function written as ``fn(documents, document_ids)`` should still work."""
+    if not kwargs:
+        return kwargs
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    dropped = sorted(set(kwargs) - set(params))
+    if dropped:
+        logger.debug("document_splitter_fn does not take %s; not passed", dropped)
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def _preprocess(

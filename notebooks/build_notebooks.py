@@ -22,11 +22,11 @@ HERE = Path(__file__).resolve().parent
 SETUP = '''\
 import importlib.resources
 import importlib.util
-import json
 import os
 from pathlib import Path
 
 from lateragkit import RAGPretrainedModel
+from lateragkit.evaluation import load_beir
 
 # Data: $LATERAGKIT_DATA, else shared/data beside the repository (BEIR layout: corpus.jsonl, queries.jsonl, qrels/).
 REPO = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").exists()), Path.cwd())
@@ -40,20 +40,8 @@ if MODEL is None:
         MODEL = "colbert-ir/colbertv2.0"
 INDEX_ROOT = Path(os.environ.get("LATERAGKIT_INDEX_ROOT", ".lateragkit/indexes"))
 
-
-def load_beir(name):
-    """corpus {id: {"title", "text"}}, queries {id: text}, qrels {query id: {doc id: grade}}."""
-    folder = DATA / name
-    corpus = {d["_id"]: d for d in map(json.loads, (folder / "corpus.jsonl").read_text().splitlines())}
-    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
-    qrels = {}
-    for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]:
-        qid, did, grade = line.split("\\t")
-        qrels.setdefault(qid, {})[did] = int(grade)
-    return corpus, queries, qrels
-
-
-corpus, queries, qrels = load_beir("adi")
+# corpus {id: {"title", "text"}}, judged queries {id: text}, qrels {query id: {doc id: grade}}
+corpus, queries, qrels = load_beir(DATA / "adi")
 doc_ids = list(corpus)
 texts = [corpus[i]["text"] for i in doc_ids]
 metadatas = [{"title": corpus[i]["title"]} for i in doc_ids]
@@ -84,7 +72,7 @@ def quickstart() -> list:
             "MaxSim sum (comparable between passages of one query), `rank` starts at 1."
         ),
         new_code_cell(
-            "query = queries[\"2\"]\n"
+            "query = queries[\"3\"]\n"
             "results = RAG.search(query, k=3)\n"
             "print(query)\n"
             "for r in results:\n"
@@ -94,12 +82,12 @@ def quickstart() -> list:
             "assert results[0][\"score\"] >= results[-1][\"score\"]"
         ),
         new_code_cell(
-            "batch = RAG.search([queries[\"1\"], queries[\"3\"]], k=2)\n"
+            "batch = RAG.search([queries[\"1\"], queries[\"7\"]], k=2)\n"
             "[[r[\"document_id\"] for r in hits] for hits in batch]"
         ),
         new_code_cell(
-            "# Restrict a search to some documents, or filter on metadata:\n"
-            "RAG.search(query, k=2, doc_ids=[\"17\", \"46\", \"63\"])"
+            "# Restrict a search to some documents:\n"
+            "[(r[\"document_id\"], round(r[\"score\"], 2)) for r in RAG.search(query, k=2, doc_ids=[\"17\", \"46\", \"63\"])]"
         ),
         new_markdown_cell(
             "## Rerank without an index\n\n`rerank()` scores any list of texts against a query with the same "
@@ -154,7 +142,7 @@ def langchain_rag() -> list:
             "RAG = RAGPretrainedModel.from_pretrained(MODEL, index_root=INDEX_ROOT, verbose=0)\n"
             "RAG.index(texts, document_ids=doc_ids, document_metadatas=metadatas, index_name=\"adi_langchain\")\n"
             "retriever = RAG.as_langchain_retriever(k=3)\n"
-            "question = queries[\"2\"]\n"
+            "question = queries[\"3\"]\n"
             "docs = retriever.invoke(question)\n"
             "for d in docs:\n"
             "    print(d.id, d.metadata[\"rank\"], round(d.metadata[\"score\"], 2), d.metadata[\"title\"][:60])"
@@ -167,7 +155,7 @@ def langchain_rag() -> list:
         new_code_cell(
             "import asyncio\n\n"
             "assert len(retriever.invoke(question, k=1)) == 1\n"
-            "batched = await retriever.abatch([queries[\"1\"], queries[\"3\"]])\n"
+            "batched = await retriever.abatch([queries[\"1\"], queries[\"7\"]])\n"
             "[[d.metadata[\"document_id\"] for d in docs_] for docs_ in batched]"
         ),
         new_markdown_cell("## The chain"),
@@ -242,23 +230,26 @@ def llama_index_rerank() -> list:
             "Settings.llm = MockLLM(max_tokens=16)   # replace with a real LLM\n"
             "Settings.embed_model = MockEmbedding(embed_dim=8)   # a meaningless first stage, on purpose\n\n"
             "RAG = RAGPretrainedModel.from_pretrained(MODEL, index_root=INDEX_ROOT, verbose=0)\n"
-            "question = queries[\"2\"]"
+            "question = queries[\"3\"]"
         ),
         new_markdown_cell(
             "## Reranking another first stage\n\n"
-            "The vector index below uses a mock embedder, so its candidate order is arbitrary. The lateragkit "
-            "postprocessor reranks the 20 candidates with MaxSim and keeps the best 3."
+            "The vector index below uses a mock embedder: every document gets the same score, so its order "
+            "is arbitrary. Here it returns the whole (small) collection and the lateragkit postprocessor reranks "
+            "all candidates with MaxSim, keeping the best 3; with a real embedder you would rerank its top 20-100."
         ),
         new_code_cell(
             "docs = [Document(text=corpus[i][\"text\"], id_=i, metadata={\"title\": corpus[i][\"title\"]}) for i in doc_ids]\n"
             "vector_index = VectorStoreIndex.from_documents(docs)\n"
             "rerank = RAG.as_llama_index_postprocessor(top_n=3, keep_retrieval_score=True)\n"
-            "engine = vector_index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])\n"
+            "engine = vector_index.as_query_engine(similarity_top_k=len(docs), node_postprocessors=[rerank])\n"
             "response = engine.query(question)\n"
             "for n in response.source_nodes:\n"
             "    print(n.node.ref_doc_id, round(n.score, 2), \"retrieval score:\", round(n.node.metadata[\"retrieval_score\"], 3))\n"
-            "relevant = set(qrels[\"2\"])\n"
-            "print(\"relevant among the reranked top 3:\", sum(n.node.ref_doc_id in relevant for n in response.source_nodes))"
+            "relevant = set(qrels[\"3\"])\n"
+            "first_stage = vector_index.as_retriever(similarity_top_k=3).retrieve(question)\n"
+            "print(\"relevant in the top 3 - mock first stage:\", sum(n.node.ref_doc_id in relevant for n in first_stage),\n"
+            "      \"after MaxSim reranking:\", sum(n.node.ref_doc_id in relevant for n in response.source_nodes))"
         ),
         new_markdown_cell(
             "## lateragkit as the retriever\n\nNodes carry `id_ = passage_id`, a SOURCE relationship to the document, "
@@ -316,25 +307,14 @@ def evaluation() -> list:
         ),
         new_code_cell(SETUP),
         new_code_cell(
-            "import math\n"
             "import time\n\n"
+            "from lateragkit.evaluation import corpus_text, ndcg_at_k\n\n"
             "EVAL_SET = os.environ.get(\"LATERAGKIT_EVAL_SET\", \"adi\")\n"
-            "corpus, queries, qrels = load_beir(EVAL_SET)\n"
+            "LATENCY_QUERIES = int(os.environ.get(\"LATERAGKIT_LATENCY_QUERIES\", \"10\"))\n"
+            "corpus, queries, qrels = load_beir(DATA / EVAL_SET)  # judged queries only\n"
             "doc_ids = list(corpus)\n"
-            "texts = [\". \".join(p for p in (corpus[i][\"title\"], corpus[i][\"text\"]) if p) for i in doc_ids]\n"
-            "judged = [q for q in queries if q in qrels]\n\n\n"
-            "def ndcg_at_10(ranked, grades):\n"
-            "    dcg = sum((2 ** grades.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))\n"
-            "    ideal = sorted(grades.values(), reverse=True)[:10]\n"
-            "    idcg = sum((2 ** g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))\n"
-            "    return dcg / idcg if idcg else 0.0\n\n\n"
-            "def first_per_document(hits):\n"
-            "    # passages -> documents: a document counts once, at its best passage\n"
-            "    seen = []\n"
-            "    for h in hits:\n"
-            "        if h[\"document_id\"] not in seen:\n"
-            "            seen.append(h[\"document_id\"])\n"
-            "    return seen\n\n\n"
+            "texts = [corpus_text(corpus[i]) for i in doc_ids]\n"
+            "judged = list(queries)\n"
             "print(f\"{EVAL_SET}: {len(texts)} documents, {len(judged)} judged queries\")"
         ),
         new_code_cell(
@@ -345,15 +325,19 @@ def evaluation() -> list:
             "for label, params in configs.items():\n"
             "    name = f\"eval_{EVAL_SET}_\" + label.replace(\" \", \"_\").replace(\"-\", \"_\")\n"
             "    path = RAG.index(texts, document_ids=doc_ids, index_name=name, **params)\n"
-            "    RAG.search(queries[judged[0]], index_name=name, k=10)  # warm-up\n"
-            "    scores, times = [], []\n"
-            "    for q in judged:\n"
+            "    # quality: all judged queries in one batched call\n"
+            "    runs = RAG.search([queries[q] for q in judged], index_name=name, k=30)\n"
+            "    # passages -> documents: ndcg_at_k counts a document once, at its best passage\n"
+            "    run = {q: [h[\"document_id\"] for h in hits] for q, hits in zip(judged, runs)}\n"
+            "    # latency: one query at a time, as an application would call it (after a warm-up call)\n"
+            "    RAG.search(queries[judged[0]], index_name=name, k=10)\n"
+            "    times = []\n"
+            "    for q in judged[:LATENCY_QUERIES]:\n"
             "        start = time.perf_counter()\n"
-            "        hits = RAG.search(queries[q], index_name=name, k=30)\n"
+            "        RAG.search(queries[q], index_name=name, k=10)\n"
             "        times.append(time.perf_counter() - start)\n"
-            "        scores.append(ndcg_at_10(first_per_document(hits), qrels[q]))\n"
             "    size = sum(f.stat().st_size for f in Path(path).rglob(\"*\") if f.is_file())\n"
-            "    rows.append({\"index\": label, \"ndcg@10\": sum(scores) / len(scores),\n"
+            "    rows.append({\"index\": label, \"ndcg@10\": ndcg_at_k(run, qrels, k=10),\n"
             "                 \"ms/query\": 1000 * sorted(times)[len(times) // 2], \"MB\": size / 1e6})\n\n"
             "print(f\"{'index':<14}{'nDCG@10':>9}{'ms/query':>10}{'MB':>8}\")\n"
             "for r in rows:\n"

@@ -120,11 +120,14 @@ def test_demo_on_adi(minilm: str, adi: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- errors
-def test_unknown_index_is_a_clean_error(tmp_path: Path) -> None:
+def test_unknown_index_is_a_clean_error(tmp_path: Path, adi_index: Path) -> None:
     code, out, err = run_cli("search", "no-such-index", "anything", "--index-root", tmp_path, "-q")
     assert code == 1
-    assert "error" in err and "no-such-index" in err
+    assert "error" in err and "no-such-index" in err and "lateragkit index" in err
     assert "Traceback" not in err + out
+    # The message lists the indexes that do exist under the root.
+    code, out, err = run_cli("search", "adj", "anything", "--index-root", adi_index, "-q")
+    assert code == 1 and "indexes under" in err and "adi" in err
 
 
 def test_missing_folder_and_empty_folder(tmp_path: Path) -> None:

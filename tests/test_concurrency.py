@@ -19,7 +19,7 @@ from lateragkit import RAGPretrainedModel
 from .conftest import data_dir, minilm_path
 
 N_SEARCHERS = 8
-WRITE_ROUNDS = 4  # each round: one add, one upsert, one delete
+WRITE_ROUNDS = 3  # each round: one add, one upsert, one delete
 ALL = 1000  # more than the passages in the index: a search returns every live passage
 
 
@@ -27,7 +27,8 @@ def _adi() -> tuple[list[str], list[str], list[str]]:
     folder = data_dir("adi")
     docs = [json.loads(line) for line in (folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
     queries = [json.loads(line)["text"] for line in (folder / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
-    return [d["_id"] for d in docs], [(d["title"] + ". " + d["text"]).strip() for d in docs], queries
+    # titles only: short passages keep the many encodes of this test cheap on two cores
+    return [d["_id"] for d in docs], [d["title"].strip() for d in docs], queries
 
 
 @pytest.fixture(scope="module")

@@ -323,3 +323,26 @@ def test_remote_code_in_a_checkpoint_is_never_imported(tmp_path):
     except LateragkitError:
         pass  # refusing the folder is fine; running its code is not
     assert not marker.exists(), "code shipped inside a checkpoint folder was imported"
+
+
+@pytest.mark.parametrize("fmt", ["stanford", "pylate-dense"])
+def test_malicious_bin_in_tiny_checkpoints_is_refused(tmp_path, fmt):
+    from .fixtures_models import write_pylate_bert, write_stanford_bert
+
+    # control: a plain pickled state dict of tensors is a supported weights file
+    sane = write_stanford_bert(tmp_path / "sane", how="bin")
+    assert (sane / "pytorch_model.bin").exists()
+    RAGPretrainedModel.from_pretrained(sane, verbose=0, device="cpu")
+
+    marker = tmp_path / "PWNED"
+    if fmt == "stanford":
+        folder = write_stanford_bert(tmp_path / "ckpt")
+        weights_dir, key = folder, "linear.weight"
+    else:  # the payload hides in the projection module, not in the backbone
+        folder = write_pylate_bert(tmp_path / "ckpt")
+        weights_dir, key = folder / "1_Dense", "linear.weight"
+    (weights_dir / "model.safetensors").unlink()
+    torch.save({key: _Payload(marker)}, weights_dir / "pytorch_model.bin")
+    with pytest.raises(CheckpointFormatError):
+        RAGPretrainedModel.from_pretrained(folder, verbose=0, device="cpu")
+    assert not marker.exists(), "loading a checkpoint ran a pickled payload"

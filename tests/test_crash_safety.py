@@ -45,7 +45,6 @@ KILLS: list[tuple[str, str, str, str, str]] = [
     ("build-build_index", "build", "exact", "build_index", "before"),
     ("build-npy_write", "build", "exact", "npy_write#2", "before"),
     ("build-store_add", "build", "exact", "store_add", "before"),
-    ("build-write_meta", "build", "exact", "write_meta", "before"),
     ("build-fsync", "build", "exact", "fsync", "before"),
     ("build-rename_version", "build", "exact", "rename_version", "before"),
     ("build-replace_current", "build", "exact", "replace_current", "before"),
@@ -56,20 +55,17 @@ KILLS: list[tuple[str, str, str, str, str]] = [
     ("add-replace_current", "add", "exact", "replace_current", "before"),
     ("add-clean", "add", "exact", "clean", "after"),
     ("delete-store_delete", "delete", "exact", "store_delete", "before"),
-    ("delete-rename_version", "delete", "exact", "rename_version", "before"),
     ("delete-after_commit", "delete", "exact", "after_commit", "after"),
     ("upsert-index_delete", "upsert", "exact", "index_delete", "before"),
     ("upsert-store_copy", "upsert", "exact", "store_copy", "before"),
     ("upsert-after_commit", "upsert", "exact", "after_commit", "after"),
     # the PLAID backend writes other files (codec, IVF): same guarantees
     ("plaid-build-npy_write", "build", "plaid", "npy_write#3", "before"),
-    ("plaid-build-replace_current", "build", "plaid", "replace_current", "before"),
     ("plaid-build-after_commit", "build", "plaid", "after_commit", "after"),
     ("plaid-add-index_add", "add", "plaid", "index_add", "before"),
     ("plaid-add-fsync", "add", "plaid", "fsync", "before"),
     ("plaid-delete-clean", "delete", "plaid", "clean", "after"),
     ("plaid-upsert-rename_version", "upsert", "plaid", "rename_version", "before"),
-    ("plaid-upsert-after_commit", "upsert", "plaid", "after_commit", "after"),
     # first build, no previous index: nothing must be visible
     ("fresh-replace_current", "fresh", "exact", "replace_current", "none"),
     ("fresh-write_meta", "fresh", "plaid", "write_meta", "none"),
@@ -84,7 +80,7 @@ def _adi() -> tuple[list[str], list[str], list[str]]:
     # titles only (10-25 tokens): every child encodes its documents on one thread, keep that cheap
     texts = [d["title"].strip() for d in docs]
     queries = [json.loads(line)["text"] for line in (folder / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
-    return ids, texts, queries[:6]
+    return ids, texts, queries[:3]
 
 
 def _op_args(op: str, itype: str, ids: list[str], texts: list[str]) -> dict[str, Any]:
@@ -113,12 +109,17 @@ def _live_version(path: Path) -> Path:
     return VersionedDir(path).current()
 
 
-def _results(path: Path, queries: list[str]) -> list[list[tuple[Any, ...]]]:
+def _open(path: Path, queries: list[str]) -> tuple[RAGPretrainedModel, list[list[tuple[Any, ...]]]]:
+    """Reopen the folder as a user would, and rank the whole collection for each query."""
     rag = RAGPretrainedModel.from_index(path, verbose=0)
     out = rag.search(queries, k=K)
-    return [
+    return rag, [
         [(r["passage_id"], r["document_id"], r["content"], round(r["score"], 4)) for r in rows] for rows in out
     ]
+
+
+def _results(path: Path, queries: list[str]) -> list[list[tuple[Any, ...]]]:
+    return _open(path, queries)[1]
 
 
 @pytest.fixture(scope="module")
@@ -220,19 +221,20 @@ def test_killed_write_leaves_a_consistent_index(crash_run, job_id, op, itype, ki
     else:
         assert (path / "CURRENT").read_bytes() != crash_run["base_current"][itype]
         want = crash_run["after"][(op, itype)]
-    assert _results(path, queries) == want
+    rag, got = _open(path, queries)
+    assert got == want
 
-    # Leftovers (staging folders, an uncommitted version folder, old versions) are removed by clean();
-    # try it on a copy so that the write below still meets the raw leftovers.
+    # Leftovers (staging folders, an uncommitted version folder, old versions) are removed by clean(),
+    # which never touches the live version; tried on a copy so the write below meets the raw leftovers.
     cleaned = path.parent / "cleaned"
     shutil.copytree(path, cleaned)
+    live_digest = _tree_digest(_live_version(cleaned))
     VersionedDir(cleaned).clean()
-    live = _live_version(cleaned).name
-    assert sorted(p.name for p in cleaned.iterdir()) == sorted(["CURRENT", live])
-    assert _results(cleaned, queries) == want
+    live = _live_version(cleaned)
+    assert sorted(p.name for p in cleaned.iterdir()) == sorted(["CURRENT", live.name])
+    assert _tree_digest(live) == live_digest
 
-    # A new write on the crashed folder succeeds without any manual clean-up.
-    rag = RAGPretrainedModel.from_index(path, verbose=0)
+    # A new write on the crashed folder succeeds without any manual clean-up, and leaves no leftovers.
     rag.add_to_index(["crash recovery test document about tape libraries"], new_document_ids=["recovered"])
     hits = rag.search("crash recovery test document about tape libraries", k=1)
     assert hits[0]["document_id"] == "recovered"

@@ -330,10 +330,18 @@ def test_control_characters_and_mixed_scripts(rag):
 
 
 def test_lone_surrogates_are_rejected_cleanly(rag, unchanged):
-    with pytest.raises(ValueError):
+    # Not valid Unicode: neither the tokenizer nor SQLite (UTF-8) can take them; refused up front.
+    with pytest.raises(ValueError, match=r"collection\[1\].*invalid Unicode"):
         rag.index(["valid text", "broken \ud800 text"], document_ids=["s1", "s2"], index_name="base")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid Unicode"):
         rag.add_to_index(["broken \udfff text"], new_document_ids=["s3"], index_name="base")
+    with pytest.raises(ValueError, match="invalid Unicode"):
+        rag.add_to_index(["fine text"], new_document_ids=["id \ud800"], index_name="base")
+    with pytest.raises(ValueError, match="metadata|Unicode"):
+        rag.add_to_index(["fine text"], new_document_ids=["s4"], new_document_metadatas=[{"k": "\ud800"}],
+                         index_name="base")
+    with pytest.raises(ValueError, match="invalid Unicode"):
+        rag.search("query \ud800", index_name="base")
 
 
 # --------------------------------------------------------------------------------------------------

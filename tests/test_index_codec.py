@@ -4,6 +4,8 @@ Also holds the synthetic-collection helpers the other tests/test_index_*.py file
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,28 @@ from lateragkit.index.plaid import build_ivf
 # --------------------------------------------------------------------------------------------------
 # synthetic collections (shared with the other index tests)
 # --------------------------------------------------------------------------------------------------
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch and faiss on one thread: these tensors are tiny, so intra-op threads only add overhead
+    (a lot of it on a busy CI machine where the threads spin against other processes)."""
+    import faiss
+
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        faiss.omp_set_num_threads(faiss_threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
+
 def make_topics(n_topics: int, dim: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     T = rng.normal(size=(n_topics, dim))
@@ -78,12 +102,15 @@ def reference_maxsim(Q: torch.Tensor, Q_mask: torch.Tensor, vectors: np.ndarray,
     """Independent numpy MaxSim `[B, n]` (plain loops over passages), for checking the index wiring."""
     V = vectors.astype(np.float32)
     starts = np.concatenate([[0], np.cumsum(doclens)])
-    out = np.zeros((Q.shape[0], len(doclens)), dtype=np.float32)
-    for b in range(Q.shape[0]):
-        q = Q[b].numpy()[Q_mask[b].numpy()]
-        for j in range(len(doclens)):
-            d = V[starts[j] : starts[j + 1]]
-            out[b, j] = 0.0 if d.shape[0] == 0 else float((q @ d.T).max(axis=1).sum())
+    B, Lq, dim = Q.shape
+    q = Q.numpy().reshape(B * Lq, dim)
+    mask = Q_mask.numpy()
+    out = np.zeros((B, len(doclens)), dtype=np.float32)
+    for j in range(len(doclens)):
+        d = V[starts[j] : starts[j + 1]]
+        if d.shape[0]:
+            best = (q @ d.T).max(axis=1).reshape(B, Lq)
+            out[:, j] = np.where(mask, best, 0.0).sum(axis=1)
     return out
 
 
@@ -126,11 +153,11 @@ def test_pack_matches_hand_written_colbert_layout(nbits: int, buckets: list[int]
 def test_bucket_table_inverts_pack_for_every_byte_value(nbits: int) -> None:
     per = 8 // nbits
     table = bucket_tables(nbits)
-    codec = _codec(nbits, 8 * nbits)  # dim such that one vector is nbits bytes
+    dim = 8 * nbits  # the smallest valid dim: one vector is nbits bytes
+    codec = _codec(nbits, dim)
     # every possible first byte: decode with the table, re-pack, get the byte back
     for value in range(256):
-        buckets = list(table[value]) * nbits
-        assert len(buckets) == per * nbits
+        buckets = [int(b) for b in table[value]] + [0] * (dim - per)
         assert int(codec.pack(torch.tensor([buckets]))[0, 0]) == value
 
 

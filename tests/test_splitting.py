@@ -341,7 +341,8 @@ def test_ragatouille_style_splitter_fn() -> None:
     def rewriting(documents, document_ids):
         return [{"document_id": d, "content": t.upper()} for t, d in zip(documents, document_ids)]
 
-    (p,) = split_documents(["abc"], ["z"], document_splitter_fn=rewriting)
+    # chunk_size is not passed to a function that does not take it.
+    (p,) = split_documents(["abc"], ["z"], document_splitter_fn=rewriting, splitter_kwargs={"chunk_size": 9})
     assert (p.content, p.start, p.end) == ("ABC", None, None)
 
     with pytest.raises(ValueError, match="unknown document_id"):

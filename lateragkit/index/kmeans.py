@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -31,6 +33,29 @@ try:  # faiss is a dependency, but the torch path keeps the index usable without
     import faiss  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - exercised only where faiss is missing
     faiss = None
+
+
+# Below this many multiply-adds a k-means runs on one thread: thread start-up and spinning cost more
+# than they save, and much more on a busy machine.
+SMALL_WORK = 5e7
+
+
+@contextmanager
+def _one_thread(enabled: bool = True) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    torch_threads = torch.get_num_threads()
+    faiss_threads = faiss.omp_get_max_threads() if faiss is not None else None
+    torch.set_num_threads(1)
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        if faiss is not None and faiss_threads is not None:
+            faiss.omp_set_num_threads(faiss_threads)
 
 
 def _faiss_gpus() -> int:
@@ -59,11 +84,17 @@ def _lloyd_torch(x: torch.Tensor, k: int, niter: int, seed: int) -> torch.Tensor
     return C
 
 
+def _batch_rows(k: int) -> int:
+    # rows per block so that the [rows, k] score block stays near 2^27 entries (512 MB in float32)
+    return max(1024, min(ASSIGN_BATCH, (1 << 27) // max(1, k)))
+
+
 def _nearest_l2(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     half_norms = 0.5 * (C * C).sum(1)
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
-    for s in range(0, x.shape[0], ASSIGN_BATCH):
-        out[s : s + ASSIGN_BATCH] = (x[s : s + ASSIGN_BATCH] @ C.T - half_norms).argmax(1)
+    step = _batch_rows(C.shape[0])
+    for s in range(0, x.shape[0], step):
+        out[s : s + step] = (x[s : s + step] @ C.T - half_norms).argmax(1)
     return out
 
 
@@ -77,15 +108,17 @@ def _flat_kmeans(x: np.ndarray, k: int, *, niter: int, seed: int, device: torch.
     if k == 1:
         return x.mean(0, keepdims=True)
     use_gpu = device.type == "cuda" and _faiss_gpus() > 0
-    if faiss is not None and (device.type == "cpu" or use_gpu):
-        km = faiss.Kmeans(
-            d, k, niter=niter, seed=seed, gpu=use_gpu, verbose=False,
-            max_points_per_centroid=MAX_POINTS_PER_CENTROID, min_points_per_centroid=1,
-        )
-        km.train(np.ascontiguousarray(x, dtype=np.float32))
-        return np.asarray(km.centroids, dtype=np.float32)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-    return _lloyd_torch(xt, k, niter, seed).float().cpu().numpy()
+    small = device.type == "cpu" and float(x.shape[0]) * k * d < SMALL_WORK
+    with _one_thread(small):
+        if faiss is not None and (device.type == "cpu" or use_gpu):
+            km = faiss.Kmeans(
+                d, k, niter=niter, seed=seed, gpu=use_gpu, verbose=False,
+                max_points_per_centroid=MAX_POINTS_PER_CENTROID, min_points_per_centroid=1,
+            )
+            km.train(np.ascontiguousarray(x, dtype=np.float32))
+            return np.asarray(km.centroids, dtype=np.float32)
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        return _lloyd_torch(xt, k, niter, seed).float().cpu().numpy()
 
 
 def _allocate(counts: np.ndarray, k: int) -> np.ndarray:
@@ -173,8 +206,9 @@ class CentroidAssigner:
     def assign(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, self.centroids.dtype)
         out = torch.empty(x.shape[0], dtype=torch.int64, device=self.device)
-        for s in range(0, x.shape[0], ASSIGN_BATCH):
-            block = x[s : s + ASSIGN_BATCH]
+        step = _batch_rows(self.centroids.shape[0]) if self.exact else ASSIGN_BATCH
+        for s in range(0, x.shape[0], step):
+            block = x[s : s + step]
             out[s : s + block.shape[0]] = self._assign_exact(block) if self.exact else self._assign_probe(block)
         return out
 
@@ -189,18 +223,21 @@ class CentroidAssigner:
         counts = torch.bincount(cells, minlength=len(self._bounds) - 1).tolist()
         best = torch.full((n,), float("-inf"), device=self.device)
         code = torch.zeros(n, dtype=torch.int64, device=self.device)
+        per_cell = n * self._probe / max(1, len(counts)) * (self.centroids.shape[0] / max(1, len(counts)))
+        small = self.device.type == "cpu" and per_cell * x.shape[1] < SMALL_WORK
         pos = 0
-        for c, cnt in enumerate(counts):
-            if cnt == 0:
-                continue
-            t = tok[pos : pos + cnt]
-            pos += cnt
-            lo, hi = self._bounds[c], self._bounds[c + 1]
-            if hi == lo:
-                continue
-            vals, arg = (x[t] @ self._sorted[lo:hi].T).max(1)
-            better = vals > best[t]
-            tb = t[better]
-            best[tb] = vals[better]
-            code[tb] = self._perm[lo + arg[better]]
+        with _one_thread(small):
+            for c, cnt in enumerate(counts):
+                if cnt == 0:
+                    continue
+                t = tok[pos : pos + cnt]
+                pos += cnt
+                lo, hi = self._bounds[c], self._bounds[c + 1]
+                if hi == lo:
+                    continue
+                vals, arg = (x[t] @ self._sorted[lo:hi].T).max(1)
+                better = vals > best[t]
+                tb = t[better]
+                best[tb] = vals[better]
+                code[tb] = self._perm[lo + arg[better]]
         return code

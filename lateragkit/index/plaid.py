@@ -198,8 +198,9 @@ class PlaidIndex(PassageIndex):
             if rows.numel() >= want or ncells >= K:
                 break
             ncells = min(K, ncells * 2)
-        if sub_t is not None and rows.numel() < want:
-            rows = sub_t  # probing missed too much of the subset: rank all of it
+        if sub_t is not None and rows.numel() < min(max(ndocs // 4, k), sub_t.numel()):
+            # the probed lists hold too little of the subset to fill the exact stage: rank all of it
+            rows = sub_t
         S_T = S_q.T.contiguous()  # [K, lq]: one row per centroid for the gathers
         if rows.numel() > ndocs:  # stage 2: pruned centroid interaction
             keep = S_q.amax(0) >= thr
@@ -278,7 +279,10 @@ class PlaidIndex(PassageIndex):
             n_tok = int(new_vecs.shape[0])
             expanded = 0
             if outliers.size >= OUTLIER_MIN and outliers.size >= OUTLIER_FRACTION * n_tok:
-                k_new = min(int(outliers.size), 4 * math.ceil(outliers.size / 256))
+                # as many centroids per outlier as the index has per token (at least fast-plaid's 1 per 64)
+                density = self.num_centroids / max(1, self.num_tokens)
+                k_new = min(int(outliers.size), max(4 * math.ceil(outliers.size / 256),
+                                                    math.ceil(outliers.size * density)))
                 pts = np.asarray(new_vecs[outliers[: 256 * k_new]], dtype=np.float32)
                 extra = train_centroids(pts, k_new, niter=KMEANS_NITER, seed=int(self.meta.get("seed", 0)) + self.num_centroids,
                                         device=self.device)

@@ -34,10 +34,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["LateragkitRetriever", "LateragkitCompressor", "LateragkitTextSplitter"]
 
 
-def _validate_count(value: Any, name: str) -> int:
-    return _common.check_count(value, name)
-
-
 def result_to_document(result: Mapping[str, Any]) -> Document:
     """One ``search`` result dict as a LangChain ``Document`` (id = passage id)."""
     metadata = _common.passage_metadata(result)
@@ -59,7 +55,8 @@ class LateragkitRetriever(BaseRetriever):
     ``invoke(query)`` returns up to ``k`` ``Document``s, best first, each with
     ``id=passage_id`` and ``metadata`` = the document's metadata plus ``document_id``,
     ``passage_id``, ``score`` (raw MaxSim), ``rank`` (1-based) and, when the index stores them,
-    ``start_index``/``end_index`` (character offsets of the passage in its document).
+    ``start_index``/``end_index`` (character offsets of the passage in its document). These keys
+    take precedence over document metadata keys of the same name.
 
     ``invoke(query, k=3, doc_ids=[...], index_name=...)`` overrides the constructor's values for one
     call; any other keyword goes to ``RAGPretrainedModel.search``. ``ainvoke``/``abatch`` run the
@@ -92,12 +89,12 @@ class LateragkitRetriever(BaseRetriever):
     @field_validator("k")
     @classmethod
     def _check_k(cls, value: int) -> int:
-        return _validate_count(value, "k")
+        return _common.check_count(value, "k")
 
     def _search_params(self, kwargs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         params = {**self.search_kwargs, **kwargs}
         k = params.pop("k", None)
-        k = self.k if k is None else _validate_count(k, "k")
+        k = self.k if k is None else _common.check_count(k, "k")
         index_name = params.pop("index_name", self.index_name)
         if index_name is not None:
             params["index_name"] = index_name
@@ -160,7 +157,7 @@ class LateragkitCompressor(BaseDocumentCompressor):
     @field_validator("k")
     @classmethod
     def _check_k(cls, value: int) -> int:
-        return _validate_count(value, "k")
+        return _common.check_count(value, "k")
 
     @property
     def top_n(self) -> int:

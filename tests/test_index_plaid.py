@@ -1,0 +1,146 @@
+"""PLAID search on a synthetic collection: agreement with exact search, k handling, subsets, batching."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from lateragkit.index import PlaidIndex, build_index, load_index
+from lateragkit.index.plaid import plaid_params
+
+from .test_index_codec import chunked, one_thread, make_collection, make_queries, make_topics, reference_maxsim
+
+DIM = 64
+N = 2400
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    topics = make_topics(300, DIM, seed=21)
+    v, lens, own = make_collection(N, DIM, topics=topics, seed=22)
+    targets = np.arange(7, N, N // 40)
+    Q, M = make_queries(topics, own, targets, seed=23)
+    root = tmp_path_factory.mktemp("plaid")
+    plaid = build_index(root / "plaid", chunked(v, lens, 500), dim=DIM, index_type="plaid", nbits=2)
+    exact = build_index(root / "exact", chunked(v, lens, 500), dim=DIM, index_type="exact")
+    return {"v": v, "lens": lens, "Q": Q, "M": M, "targets": targets, "plaid": plaid, "exact": exact}
+
+
+def test_build_shapes(data: dict) -> None:
+    plaid: PlaidIndex = data["plaid"]
+    assert plaid.kind == "plaid" and plaid.num_passages == N and plaid.num_tokens == int(data["lens"].sum())
+    # colbert-ai's K = 2^floor(log2(16 sqrt(tokens))), here every passage is in the k-means sample
+    assert plaid.num_centroids == 2 ** int(np.floor(np.log2(16 * np.sqrt(plaid.num_tokens))))
+    assert plaid.codes.dtype == np.int16 and plaid.residuals.shape[1] == DIM * 2 // 8
+    assert 0 < plaid.cluster_threshold < 2
+
+
+def test_plaid_top_k_agrees_with_exhaustive_search(data: dict) -> None:
+    plaid, exact, Q, M = data["plaid"], data["exact"], data["Q"], data["M"]
+    hp = plaid.search(Q, M, 10)
+    # the same codec scored exhaustively (every passage decompressed): what PLAID's stages approximate
+    hd = plaid.search(Q, M, 10, pids=np.arange(N), max_exact_subset=N)
+    overlap = [len(set(a[1]) & set(b[1])) / 10 for a, b in zip(hp, hd)]
+    assert np.mean(overlap) >= 0.9, overlap
+    assert np.mean([a[1][0] == b[1][0] for a, b in zip(hp, hd)]) >= 0.95
+    # against uncompressed exact search: the passage each query was made from comes first, and the true
+    # MaxSim of PLAID's top 10 is within 1 % of the best possible top 10
+    he = exact.search(Q, M, 10)
+    assert np.mean([h[1][0] == t for h, t in zip(hp, data["targets"])]) >= 0.9
+    assert np.mean([a[1][0] == b[1][0] for a, b in zip(hp, he)]) >= 0.9
+    ref = reference_maxsim(Q, M, data["v"], data["lens"])
+    for b, ((scores, pids), (best, _)) in enumerate(zip(hp, he)):
+        assert np.all(np.diff(scores) <= 0)
+        assert ref[b][pids].sum() >= 0.99 * best.sum()
+        # PLAID scores are exact MaxSim over decompressed vectors: close to the uncompressed scores
+        np.testing.assert_allclose(scores, ref[b][pids], atol=0.15)
+
+
+def test_batched_equals_one_by_one(data: dict) -> None:
+    plaid = data["plaid"]
+    batch = plaid.search(data["Q"][:6], data["M"][:6], 10)
+    for i in range(6):
+        s, p = plaid.search(data["Q"][i : i + 1], data["M"][i : i + 1], 10)[0]
+        np.testing.assert_array_equal(p, batch[i][1])
+        np.testing.assert_allclose(s, batch[i][0], rtol=1e-5)
+
+
+def test_k_above_ndocs_over_4_still_returns_k(data: dict) -> None:
+    plaid = data["plaid"]
+    scores, pids = plaid.search(data["Q"][:1], data["M"][:1], 50, ndocs=16)[0]
+    assert pids.size == 50 and np.unique(pids).size == 50
+    # many more than one query token's single probed cell holds
+    scores, pids = plaid.search(data["Q"][:1], data["M"][:1], 1500, ncells=1)[0]
+    assert pids.size == 1500 and np.unique(pids).size == 1500
+    assert np.all(np.diff(scores) <= 0)
+
+
+def test_parameters_are_derived_per_call(data: dict) -> None:
+    plaid, Q, M = data["plaid"], data["Q"][:2], data["M"][:2]
+    first = plaid.search(Q, M, 5)
+    assert [h[1].size for h in plaid.search(Q, M, 300)] == [300, 300]
+    again = plaid.search(Q, M, 5)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a[1], b[1])
+    assert plaid_params(10, {}) == (1, 0.5, 256, 1024)
+    assert plaid_params(500, {"ncells": 3})[0] == 3 and plaid_params(500, {})[2] == 4096
+    assert plaid_params(2000, {})[2] == 8000
+    with pytest.raises(ValueError):
+        plaid_params(10, {"ndocs": 0})
+
+
+def test_exact_stage_sees_at_most_ndocs_over_4(data: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    plaid = data["plaid"]
+    seen: list[int] = []
+    original = PlaidIndex._exact_scores
+
+    def spy(self, Q, Q_mask, rows):  # type: ignore[no-untyped-def]
+        seen.append(int(rows.numel()))
+        return original(self, Q, Q_mask, rows)
+
+    monkeypatch.setattr(PlaidIndex, "_exact_scores", spy)
+    plaid.search(data["Q"][:3], data["M"][:3], 10, ndocs=64, ncells=4)
+    assert seen and max(seen) <= 16
+
+
+def test_pids_subset_is_respected(data: dict) -> None:
+    plaid, exact, Q, M = data["plaid"], data["exact"], data["Q"][:4], data["M"][:4]
+    rng = np.random.default_rng(0)
+    big = np.sort(rng.choice(N, 1600, replace=False))  # above max_exact_subset: probed, then filtered
+    for scores, pids in plaid.search(Q, M, 20, pids=big):
+        assert pids.size == 20 and set(pids.tolist()) <= set(big.tolist())
+    small = np.sort(rng.choice(N, 30, replace=False))  # scored exactly over decompressed vectors
+    hits = plaid.search(Q, M, 10, pids=small)
+    ref_exact = exact.search(Q, M, 10, pids=small)
+    for (sp, pp), (se, pe) in zip(hits, ref_exact):
+        assert set(pp.tolist()) <= set(small.tolist()) and pp.size == 10
+        assert len(set(pp.tolist()) & set(pe.tolist())) >= 8
+    per_query = [np.array([3, 4, 5]), big, np.array([11]), np.array([], dtype=np.int64)]
+    hits = plaid.search(Q, M, 5, pids=per_query)
+    assert sorted(hits[0][1].tolist()) == [3, 4, 5]
+    assert hits[1][1].size == 5 and set(hits[1][1].tolist()) <= set(big.tolist())
+    assert hits[2][1].tolist() == [11] and hits[3][1].size == 0
+
+
+def test_load_after_build_memory_maps_and_matches(data: dict) -> None:
+    plaid = data["plaid"]
+    loaded = load_index(plaid.directory, device="cpu")
+    assert isinstance(loaded, PlaidIndex) and isinstance(loaded.residuals, np.memmap)
+    a = plaid.search(data["Q"], data["M"], 10)
+    b = loaded.search(data["Q"], data["M"], 10)
+    for (sa, pa), (sb, pb) in zip(a, b):
+        np.testing.assert_array_equal(pa, pb)
+        np.testing.assert_allclose(sa, sb, rtol=1e-6)
+
+
+def test_query_with_no_scored_token_returns_nothing(data: dict) -> None:
+    Q = data["Q"][:1]
+    assert data["plaid"].search(Q, torch.zeros(1, Q.shape[1], dtype=torch.bool), 5)[0][1].size == 0
