@@ -95,7 +95,7 @@ def test_index_a_folder_of_text_files(minilm: str, tmp_path: Path) -> None:
 
 
 def test_eval_table(minilm: str, adi: Path) -> None:
-    code, out, err = run_cli("eval", adi, "--model", minilm, "-q")
+    code, out, err = run_cli("eval", adi, "--model", minilm, "--latency-queries", "3", "-q")
     assert code == 0, err
     rows = table_rows(out)
     assert len(rows) == 2 and rows[0][0] == "exhaustive MaxSim" and rows[1][0].startswith("index (")

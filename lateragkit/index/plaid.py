@@ -151,21 +151,23 @@ class PlaidIndex(PassageIndex):
     ) -> list[SearchResult]:
         ncells, thr, ndocs, max_exact = plaid_params(k, params)
         dev, cdt = self.device, self.codec.dtype
-        B, Lq, _ = Q.shape
         Qd = Q.to(dev, cdt)
         Qm = Q_mask.to(dev)
-        # centroid scores of every query token of the batch in one GEMM: [B * Lq, K]
-        S_all = Qd.reshape(B * Lq, self.dim) @ self.codec.centroids.T
+        # centroid scores of every scored query token of the batch in one GEMM: [tokens, K]
+        S_all = Qd[Qm] @ self.codec.centroids.T
+        counts = Qm.sum(1).tolist()
         out: list[SearchResult] = []
-        for i in range(B):
-            tok = torch.nonzero(Qm[i]).reshape(-1)
+        start = 0
+        for i, lq in enumerate(counts):
+            S_q = S_all[start : start + lq]  # [lq, K]
+            start += lq
             sub = allowed[i]
-            if tok.numel() == 0 or self.num_passages == 0 or (sub is not None and sub.size == 0):
+            if lq == 0 or self.num_passages == 0 or (sub is not None and sub.size == 0):
                 out.append((np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)))
                 continue
-            S_q = S_all[i * Lq + tok]  # [lq, K]
             rows = self._candidates(S_q, k, ncells, ndocs, thr, sub, max_exact)
-            q, qm = Qd[i : i + 1, tok], torch.ones(1, tok.numel(), dtype=torch.bool, device=dev)
+            q = Qd[i][Qm[i]][None]
+            qm = torch.ones(1, lq, dtype=torch.bool, device=dev)
             scores = self._exact_scores(q, qm, rows)
             out.append(self._results(scores[0], rows.cpu().numpy(), k))
         return out
@@ -442,6 +444,7 @@ def build_plaid(
     C = train_centroids(X, K, niter=kmeans_niter, seed=seed, device=device)
     del X
     t_kmeans = time.perf_counter() - t0
+    logger.info("PLAID: k-means done in %.1f s", t_kmeans)
     C16 = C.astype(np.float16)
     K = int(C16.shape[0])
     Cf = torch.from_numpy(C16.astype(np.float32)).to(device)
@@ -456,6 +459,7 @@ def build_plaid(
     avg_residual = float(np.abs(resid).mean())
     del resid
     codec = ResidualCodec(C16, cutoffs, weights, nbits, device)
+    logger.info("PLAID: codec calibrated on %d held-out vectors at %.1f s", held.size, time.perf_counter() - t0)
 
     code_dtype = np.int16 if K <= 32768 else np.int32
     bar = tqdm(total=E, desc="indexing: compressing", unit="token", disable=not show_progress)
@@ -469,6 +473,7 @@ def build_plaid(
             r_out.append(codec.compress(x, codes).cpu().numpy())
             bar.update(x.shape[0])
     bar.close()
+    logger.info("PLAID: %d vectors compressed at %.1f s", E, time.perf_counter() - t0)
     del vectors
     codes_all = np.load(directory / "codes.npy", mmap_mode="r", allow_pickle=False)
     ivf_rows, ivf_offsets = build_ivf(codes_all, doclens, K)
