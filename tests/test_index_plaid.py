@@ -90,7 +90,7 @@ def test_parameters_are_derived_per_call(data: dict) -> None:
     again = plaid.search(Q, M, 5)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a[1], b[1])
-    assert plaid_params(10, {}) == (1, 0.5, 256, 1024)
+    assert plaid_params(10, {}) == (4, 0.5, 128, 1024)
     assert plaid_params(500, {"ncells": 3})[0] == 3 and plaid_params(500, {})[2] == 4096
     assert plaid_params(2000, {})[2] == 8000
     with pytest.raises(ValueError):

@@ -179,7 +179,7 @@ class CentroidAssigner:
     """Nearest centroid (max inner product) of each vector: `assign(x) -> int64 codes`."""
 
     def __init__(
-        self, centroids: torch.Tensor, *, probe: int = 8, exact: bool | None = None, seed: int = 0
+        self, centroids: torch.Tensor, *, probe: int = 4, exact: bool | None = None, seed: int = 0
     ) -> None:
         self.centroids = centroids.float()
         self.device = centroids.device

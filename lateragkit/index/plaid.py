@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PlaidIndex", "build_plaid", "plaid_params", "DEFAULT_NBITS", "check_nbits", "build_ivf"]
 
 DEFAULT_NBITS = 2
-KMEANS_NITER = 10
+KMEANS_NITER = 4
 HELDOUT_FRACTION = 0.05
 HELDOUT_MAX = 50_000
 # k-means training vectors are held as float32: cap their memory.
@@ -67,12 +67,17 @@ DEFAULT_MAX_EXACT_SUBSET = 1024
 def plaid_params(k: int, params: dict[str, Any]) -> tuple[int, float, int, int]:
     """`(ncells, centroid_score_threshold, ndocs, max_exact_subset)` for this call (never sticky).
 
-    colbert-ai's table by k, each value overridable; ``ndocs`` grows so that ``ndocs // 4 >= k``.
+    Starts from colbert-ai's table by k (k<=10: 1, 0.5, 256; k<=100: 2, 0.45, 1024; else 4, 0.4,
+    max(4k, 4096)), tuned on SciFact/MiniLM and synthetic data (benchmarks/search.py): probing 4 cells per
+    query token is cheap and recovers passages whose tokens fell into a neighbouring centroid (1 cell
+    missed ~20 % of the top 10 on clustered data), and for k<=10 exactly scoring 32 passages instead of
+    64 halves the latency at the same nDCG@10. Each value is overridable; ``ndocs`` grows so that
+    ``ndocs // 4 >= k``.
     """
     if k <= 10:
-        ncells, thr, ndocs = 1, 0.5, 256
+        ncells, thr, ndocs = 4, 0.5, 128
     elif k <= 100:
-        ncells, thr, ndocs = 2, 0.45, 1024
+        ncells, thr, ndocs = 4, 0.45, 1024
     else:
         ncells, thr, ndocs = 4, 0.4, max(k * 4, 4096)
     ncells = int(params.get("ncells", ncells))
@@ -188,8 +193,7 @@ class PlaidIndex(PassageIndex):
         if sub_t is not None and sub_t.numel() <= max_exact:
             return sub_t  # a small subset is scored exactly, no approximation at all
         K = self.num_centroids
-        want = min(k, self.num_passages if sub_t is None else int(sub_t.numel()))
-        while True:  # stage 1; more cells are probed only when the lists hold fewer than k candidates
+        while True:  # stage 1: union of the IVF lists of each query token's `ncells` best centroids
             cells = torch.topk(S_q, min(ncells, K), dim=1).indices.reshape(-1).unique()
             starts = self._ivf_offsets[cells]
             idx, _ = token_ranges(starts, self._ivf_offsets[cells + 1] - starts)
@@ -197,7 +201,9 @@ class PlaidIndex(PassageIndex):
             rows = rows[self._live[rows]]
             if sub_t is not None:
                 rows = rows[torch.isin(rows, sub_t)]
-            if rows.numel() >= want or ncells >= K:
+                break  # too few candidates in the subset are handled below
+            # fewer candidates than k (a large k, a small collection): probe more cells
+            if rows.numel() >= min(k, self.num_passages) or ncells >= K:
                 break
             ncells = min(K, ncells * 2)
         if sub_t is not None and rows.numel() < min(max(ndocs // 4, k), sub_t.numel()):
