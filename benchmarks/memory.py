@@ -191,13 +191,15 @@ def _vector_tokens(index_path: Path) -> int | None:
     return None
 
 
-def _table(rows: list[dict[str, Any]], args: argparse.Namespace, tokens: int | None, dim: int) -> str:
+def _table(rows: list[dict[str, Any]], args: argparse.Namespace, tokens: int | None, dim: int,
+           load: tuple[float, float]) -> str:
     import torch
 
     head = (
         f"{args.dataset}, all-MiniLM-L6-v2 (dim {dim}), CPU, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, Python {platform.python_version()}. "
-        f"Command: `python benchmarks/memory.py --dataset {args.dataset}`."
+        f"torch {torch.__version__}, Python {platform.python_version()}; load average {load[0]:.1f} before / "
+        f"{load[1]:.1f} after the run (times are wall-clock on a possibly shared machine; memory figures do not "
+        f"depend on load). Command: `python benchmarks/memory.py --dataset {args.dataset}`."
     )
     lines = [
         head,
@@ -261,6 +263,7 @@ def main() -> None:
     index_path = CACHE / f"{args.dataset}-minilm"
     index_path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
+    load_before = os.getloadavg()[0]
     for step, label in (("load", "model load"), ("index", f"index() {args.dataset}"),
                         ("search_k=10", f"search {args.queries} queries, k=10"),
                         ("search_k=1000", f"search {args.queries} queries, k=1000")):
@@ -272,7 +275,7 @@ def main() -> None:
     from lateragkit.models import load_encoder
 
     dim = load_encoder(model, device="cpu").dim
-    table = _table(rows, args, _vector_tokens(index_path), dim)
+    table = _table(rows, args, _vector_tokens(index_path), dim, (load_before, os.getloadavg()[0]))
     print(table)
     if not args.no_write:
         _write_section(table)

@@ -275,13 +275,13 @@ def test_huge_k_returns_every_candidate_sorted(rag, base, plaid_base):
 # huge, garbled and multilingual documents
 # --------------------------------------------------------------------------------------------------
 def test_200k_character_document_is_split_with_bounded_memory(rag, adi):
-    long_doc = ""
-    for text in adi.values():
-        long_doc += text + "\n\n"
-        if len(long_doc) >= 200_000:
-            break
+    # 200,000 characters: real text (~50k characters, ~12k tokens: the encoding cost of the test) in
+    # paragraphs separated by long runs of blank lines and spaces, as PDF extractions often are.
+    paragraphs = list(adi.values())
+    long_doc, i = "", 0
     while len(long_doc) < 200_000:
-        long_doc += long_doc
+        long_doc += paragraphs[i % len(paragraphs)] + ("\n" * 40 + " " * 2500 + "\t" * 100 if i % 2 else "\n\n")
+        i += 1
     long_doc = long_doc[:200_000]
     no_spaces = "x" * 200_000  # one "word" far longer than any tokenizer's word limit
     docs = {"long": long_doc, "no-spaces": no_spaces, "short": adi["1"]}
@@ -313,7 +313,7 @@ def test_control_characters_and_mixed_scripts(rag):
     docs: dict[str, str] = {}
     queries = []
     for lang in XQUAD_LANGS:
-        paras = _corpus(f"xquad/{lang}")[:4]
+        paras = _corpus(f"xquad/{lang}")[:2]
         for i, para in enumerate(paras):
             text = para["text"]
             cut = len(text) // 2
@@ -350,7 +350,7 @@ def test_lone_surrogates_are_rejected_cleanly(rag, unchanged):
 _texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=400)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=st.lists(_texts, min_size=1, max_size=5), query=_texts)
 def test_results_are_slices_of_their_documents(rag, texts, query):
     ids = [f"doc-{i}" for i in range(len(texts))]

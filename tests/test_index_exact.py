@@ -9,7 +9,14 @@ import torch
 
 from lateragkit.index import AUTO_EXACT_BELOW, ExactIndex, PlaidIndex, build_index, load_index
 
-from .test_index_codec import _one_thread, chunked, make_collection, make_queries, make_topics, reference_maxsim  # noqa: F401 (autouse fixture)
+from .test_index_codec import (  # noqa: F401  (_one_thread is an autouse fixture)
+    _one_thread,
+    chunked,
+    make_collection,
+    make_queries,
+    make_topics,
+    reference_maxsim,
+)
 
 DIM = 32
 

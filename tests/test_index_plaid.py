@@ -10,7 +10,7 @@ import torch
 from lateragkit.index import PlaidIndex, build_index, load_index
 from lateragkit.index.plaid import plaid_params
 
-from .test_index_codec import chunked, one_thread, make_collection, make_queries, make_topics, reference_maxsim
+from .test_index_codec import chunked, make_collection, make_queries, make_topics, one_thread, reference_maxsim
 
 DIM = 64
 N = 2400

@@ -14,7 +14,7 @@ from lateragkit.exceptions import CorruptIndexError, IndexNotFoundError
 from lateragkit.index import build_index, load_index
 from lateragkit.index.storage import NpyAppender, VersionedDir, load_npy
 
-from .test_index_codec import _one_thread, chunked, make_collection  # noqa: F401 (autouse fixture)
+from .test_index_codec import _one_thread, chunked, make_collection  # noqa: F401  (autouse fixture)
 
 
 def _commit(vd: VersionedDir, payload: str) -> Path:

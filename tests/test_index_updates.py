@@ -113,7 +113,7 @@ def test_churn_above_ten_percent_recommends_a_rebuild(coll: dict, tmp_path: Path
 
 
 def test_outlier_heavy_additions_get_new_centroids(coll: dict, tmp_path: Path) -> None:
-    v, lens, own, split = coll["v"], coll["lens"], coll["own"], coll["split"]
+    v, lens, split = coll["v"], coll["lens"], coll["split"]
     index = build_index(tmp_path / "a", chunked(v[:split], lens[:600]), dim=DIM, index_type="plaid")
     K = index.num_centroids
     # in-distribution passages: the existing codebook fits them

@@ -110,7 +110,9 @@ class PassageIndex:
                 f"{self.directory / 'pids.npy'} or doclens.npy holds invalid values; the index must be rebuilt"
             )
         if n_rows and int(self.pids[-1]) >= int(meta["next_pid"]):
-            raise CorruptIndexError(f"{self.directory / META_FILE} has a next_pid below a stored pid; rebuild the index")
+            raise CorruptIndexError(
+                f"{self.directory / META_FILE} has a next_pid below a stored pid; the index must be rebuilt"
+            )
         self.tok_offsets = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(self.doclens, out=self.tok_offsets[1:])
         self.num_tokens = int(self.tok_offsets[-1])
@@ -175,14 +177,16 @@ class PassageIndex:
 
     def delete(self, directory: str | Path, pids: np.ndarray | Sequence[int]) -> PassageIndex:
         """Tombstone ``pids`` in a new index written to ``directory``; ``self`` is left untouched."""
-        directory = _prepare_dir(directory)
+        directory = prepare_dir(directory)
         pids = np.unique(np.asarray(pids, dtype=np.int64).reshape(-1))
         rows = self._rows_of(pids)
         deleted = self.deleted.copy()
         newly = int((~deleted[rows]).sum())
         deleted[rows] = True
         if rows.size < pids.size:
-            logger.warning("delete: %d of %d pids are not in the index and were ignored", pids.size - rows.size, pids.size)
+            logger.warning(
+                "delete: %d of %d pids are not in the index and were ignored", pids.size - rows.size, pids.size
+            )
         for name in self._DATA_FILES + ("doclens.npy", "pids.npy"):
             link_or_copy(self.directory / name, directory / name)
         save_npy(directory / "deleted.npy", deleted.astype(np.uint8))
@@ -266,17 +270,13 @@ class PassageIndex:
             )
 
 
-def _prepare_dir(directory: str | Path) -> Path:
+def prepare_dir(directory: str | Path) -> Path:
+    """Create ``directory`` if needed and check that it is empty."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if any(directory.iterdir()):
         raise ValueError(f"{directory} is not empty; an index is written into an empty (staging) folder")
     return directory
-
-
-def prepare_dir(directory: str | Path) -> Path:
-    """Create ``directory`` if needed and check that it is empty."""
-    return _prepare_dir(directory)
 
 
 def read_meta(directory: Path, *, expect_kind: str | None = None) -> dict[str, Any]:

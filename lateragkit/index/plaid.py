@@ -292,8 +292,8 @@ class PlaidIndex(PassageIndex):
                 k_new = min(int(outliers.size), max(4 * math.ceil(outliers.size / 256),
                                                     math.ceil(outliers.size * density)))
                 pts = np.asarray(new_vecs[outliers[: 256 * k_new]], dtype=np.float32)
-                extra = train_centroids(pts, k_new, niter=KMEANS_NITER, seed=int(self.meta.get("seed", 0)) + self.num_centroids,
-                                        device=self.device)
+                seed = int(self.meta.get("seed", 0)) + self.num_centroids
+                extra = train_centroids(pts, k_new, niter=KMEANS_NITER, seed=seed, device=self.device)
                 centroids = np.concatenate([self.centroids, extra.astype(np.float16)])
                 expanded = int(extra.shape[0])
                 logger.info(
@@ -313,7 +313,8 @@ class PlaidIndex(PassageIndex):
                     c_out.append(np.asarray(self.codes[s : s + (1 << 20)]).astype(code_dtype))
                     r_out.append(self.residuals[s : s + (1 << 20)])
                 for s in range(0, n_tok, COMPRESS_TOKENS):
-                    x = torch.from_numpy(np.asarray(new_vecs[s : s + COMPRESS_TOKENS], dtype=np.float32)).to(self.device)
+                    x = torch.from_numpy(np.asarray(new_vecs[s : s + COMPRESS_TOKENS], dtype=np.float32))
+                    x = x.to(self.device)
                     codes = assigner.assign(x)
                     c_out.append(codes.cpu().numpy().astype(code_dtype))
                     r_out.append(codec.compress(x, codes).cpu().numpy())
