@@ -7,12 +7,14 @@ document without any vector contributes 0 for every query token.
 Two entry points:
 - `maxsim_padded` scores a padded document batch `D [n, Ld, dim]` with its mask;
 - `maxsim` scores packed documents (`vectors [N_tokens, dim]` + `doclens`, rows of one document contiguous)
-  in bounded-memory chunks: documents are grouped by length and padded within each chunk only.
+  in bounded-memory chunks of consecutive documents: one GEMM over the rows as stored, then a segmented
+  maximum per document (no gather, no padding).
 
 Compute runs in float32 on CPU and in float16 on CUDA (sums are accumulated in float32).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Union
 
 import numpy as np
@@ -76,6 +78,13 @@ def _as_tensor(x: ArrayLike) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():
+        # a read-only memory map: torch warns that it cannot write to it; scoring only reads
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.asarray(array))
+
+
 def maxsim(
     Q: torch.Tensor,
     Q_mask: torch.Tensor,
@@ -113,33 +122,33 @@ def maxsim(
         raise ValueError(f"dimension mismatch: queries have dim {Q.shape[-1]}, documents {vectors.shape[1]}")
 
     Qm = Q_mask.to(device=device, dtype=torch.bool)
-    Qc = Q.to(device=device, dtype=dtype)
+    Lq, dim = int(Q.shape[1]), int(Q.shape[2])
+    # only the scored query tokens take part: [T, dim], and the query each belongs to
+    scored = Qm.reshape(-1).nonzero().squeeze(1)
+    if scored.numel() == 0:
+        return out
+    Qs = Q.to(device=device, dtype=dtype).reshape(B * Lq, dim)[scored]
+    query_of = scored // Lq
+    T = int(scored.numel())
     if chunk_tokens is None:
-        chunk_tokens = max(1, min(DEFAULT_CHUNK_TOKENS, DEFAULT_SIM_BUDGET // max(1, B * Qc.shape[1])))
+        chunk_tokens = max(1, min(DEFAULT_CHUNK_TOKENS, DEFAULT_SIM_BUDGET // T))
 
-    starts = torch.cumsum(lens, 0) - lens
-    order = torch.argsort(lens, stable=True)  # group documents of similar length
-    sorted_lens = lens[order]
+    # Documents are contiguous rows: score consecutive runs of whole documents (at most chunk_tokens rows,
+    # or one longer document) with one GEMM over the rows as stored, then take each document's maximum
+    # per query token with a segmented reduction. No gather and no padding of the document vectors.
+    lens_list = lens.tolist()
+    cum = np.concatenate([[0], np.cumsum(lens_list, dtype=np.int64)])
     is_numpy = not isinstance(vectors, torch.Tensor)
-
     i = 0
     while i < n:
-        # grow the chunk while the padded size (count x longest, lengths ascending) fits the budget
-        j = i + 1
-        while j < n and (j + 1 - i) * int(sorted_lens[j]) <= chunk_tokens:
-            j += 1
-        ids = order[i:j]
-        Ld = int(sorted_lens[j - 1])
+        j = int(np.searchsorted(cum, cum[i] + chunk_tokens, side="right")) - 1
+        j = min(n, max(j, i + 1))
+        s, e = int(cum[i]), int(cum[j])
+        if e > s:
+            block = _from_numpy(vectors[s:e]) if is_numpy else vectors[s:e]
+            sim = block.to(device=device, dtype=dtype, non_blocking=True) @ Qs.T  # [rows, T]
+            best = torch.segment_reduce(sim.float(), "max", lengths=lens[i:j].to(device), axis=0, unsafe=True)
+            best = torch.where(torch.isfinite(best), best, torch.zeros((), device=device))  # empty documents
+            out[:, i:j] = torch.zeros(B, j - i, device=device).index_add_(0, query_of, best.T)
         i = j
-        if Ld == 0:
-            continue  # empty documents score 0
-        pos = torch.arange(Ld)
-        dmask = pos[None, :] < lens[ids][:, None]  # [m, Ld]
-        rows = (starts[ids][:, None] + pos[None, :]).clamp_max(total - 1)
-        if is_numpy:
-            D = torch.from_numpy(np.asarray(vectors[rows.numpy()]))
-        else:
-            D = vectors[rows.to(vectors.device)]
-        scores = maxsim_padded(Qc, Qm, D.to(device=device, dtype=dtype, non_blocking=True), dmask)
-        out[:, ids.to(device)] = scores
     return out

@@ -161,3 +161,25 @@ def test_empty_collection_builds_an_empty_exact_index(tmp_path: Path) -> None:
     assert index.search(torch.ones(1, 2, DIM), torch.ones(1, 2, dtype=torch.bool), 5)[0][1].size == 0
     with pytest.raises(ValueError, match="token vectors"):
         build_index(tmp_path / "p", [], dim=DIM, index_type="plaid")
+
+
+@pytest.mark.parametrize("index_type", ["exact", "plaid"])
+def test_build_streams_chunks_without_keeping_them(tmp_path: Path, index_type: str) -> None:
+    import gc
+    import weakref
+
+    v, lens, _ = make_collection(200, DIM, seed=5)
+    refs: list[weakref.ref] = []
+
+    def gen():
+        for vecs, dl in chunked(v, lens, 20):
+            if len(refs) >= 2:
+                gc.collect()
+                # the chunk before the previous one is gone: chunks are spilled, not accumulated
+                assert refs[-2]() is None
+            chunk = np.array(vecs)  # a fresh array per chunk, as an encoder would produce
+            refs.append(weakref.ref(chunk))
+            yield chunk, dl
+
+    index = build_index(tmp_path / "s", gen(), dim=DIM, index_type=index_type)
+    assert len(refs) == 10 and index.num_passages == 200

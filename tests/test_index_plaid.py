@@ -37,10 +37,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_build_shapes(data: dict) -> None:
     plaid: PlaidIndex = data["plaid"]
     assert plaid.kind == "plaid" and plaid.num_passages == N and plaid.num_tokens == int(data["lens"].sum())
-    # colbert-ai's K = 2^floor(log2(16 sqrt(tokens))), here every passage is in the k-means sample
     assert plaid.num_centroids == 2 ** int(np.floor(np.log2(16 * np.sqrt(plaid.num_tokens))))
+    assert plaid.ivf_rows.dtype == np.int16  # 2,400 rows
     assert plaid.codes.dtype == np.int16 and plaid.residuals.shape[1] == DIM * 2 // 8
     assert 0 < plaid.cluster_threshold < 2
+
+
+def test_default_centroid_count(tmp_path) -> None:
+    v, lens, _ = make_collection(800, DIM, seed=7)
+    index = build_index(tmp_path / "d", chunked(v, lens, 300), dim=DIM, index_type="plaid")
+    # colbert-ai's K = 2^floor(log2(16 sqrt(tokens))); every passage is in the k-means sample here
+    assert index.num_centroids == 2 ** int(np.floor(np.log2(16 * np.sqrt(index.num_tokens))))
 
 
 def test_plaid_top_k_agrees_with_exhaustive_search(data: dict) -> None:
@@ -144,3 +151,24 @@ def test_load_after_build_memory_maps_and_matches(data: dict) -> None:
 def test_query_with_no_scored_token_returns_nothing(data: dict) -> None:
     Q = data["Q"][:1]
     assert data["plaid"].search(Q, torch.zeros(1, Q.shape[1], dtype=torch.bool), 5)[0][1].size == 0
+
+
+def test_pruned_interaction_equals_scanning_each_candidates_codes(data: dict) -> None:
+    plaid = data["plaid"]
+    q = data["Q"][3][data["M"][3]].float()
+    S = q @ plaid.codec.centroids.float().T  # [lq, K]
+    best = S.amax(0)
+    thr = float(best.quantile(0.9))  # about a tenth of the centroids are kept
+    keep = best >= thr
+    assert 0 < int(keep.sum()) < plaid.num_centroids
+    rows = torch.from_numpy(np.random.default_rng(0).choice(N, 700, replace=False))  # not sorted
+    got = plaid._pruned_interaction(rows, S.T.contiguous().to(plaid.codec.dtype), keep)
+
+    codes, offsets, lens, K = np.asarray(plaid.codes), plaid.tok_offsets, plaid.doclens, keep.numpy()
+    expected = []
+    for r in rows.tolist():
+        c = codes[offsets[r] : offsets[r] + lens[r]].astype(np.int64)
+        c = c[K[c]]
+        expected.append(float(np.maximum(S[:, c].amax(1).numpy(), 0).sum()) if c.size else 0.0)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    assert (got > 0).any() and (got == 0).any()

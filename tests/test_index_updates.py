@@ -128,8 +128,11 @@ def test_outlier_heavy_additions_get_new_centroids(coll: dict, tmp_path: Path) -
     assert new_pids.tolist() == list(range(700, 760))
     # the new centroids describe the new passages well: small reconstruction error
     dec, _ = grown.decompress_rows(np.arange(700, 760))
-    cos = (dec.numpy() * nv.astype(np.float32)).sum(1)
-    assert float(np.mean(1 - cos)) < 0.05
+    new_err = float(np.mean(1 - (dec.numpy() * nv.astype(np.float32)).sum(1)))
+    assert new_err < 0.05
+    # without new centroids the new passages would be coded against unrelated ones
+    far = 1 - float(np.max(same.codec.centroids.float().numpy() @ nv.astype(np.float32).T, axis=0).mean())
+    assert far > 2 * new_err, (far, new_err)
     # and the new passages are found
     targets = np.array([0, 17, 42])
     Q, M = make_queries(new_topics, nown, targets, seed=35)

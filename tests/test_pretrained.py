@@ -5,6 +5,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lateragkit import RAGPretrainedModel
@@ -90,17 +91,30 @@ def test_index_search_quality_and_shape(rag, adi_index, adi):
 
 
 def test_search_matches_exhaustive_maxsim_ranking(rag, adi_index, adi):
-    """The index ranks the same top passages as exhaustive MaxSim over the same model."""
+    """The index ranks the same top passages as exhaustive MaxSim over the same model and passages."""
     ids, texts, queries, qrels = adi
-    query = queries["1"]
-    indexed = rag.search(query, index_name="adi", k=5)
-    exact = rag.rerank(query, [r["content"] for r in rag.search(query, index_name="adi", k=82)], k=5)
-    # Residual compression may swap near-ties, so compare the top-1, the top-5 set and the scores.
-    assert indexed[0]["content"] == exact[0]["content"]
-    assert len({r["content"] for r in indexed} & {r["content"] for r in exact}) >= 4
-    exact_score = {r["content"]: r["score"] for r in rag.rerank(query, [r["content"] for r in indexed], k=5)}
-    for r in indexed:
-        assert r["score"] == pytest.approx(exact_score[r["content"]], rel=0.08)  # nbits=2 on few centroids
+    n = rag._state_for("adi").index.num_passages
+    passages = [r["content"] for r in rag.search("retrieval", index_name="adi", k=n)]
+    assert len(set(passages)) == n
+    qs = list(queries.values())
+    rag.clear_encoded_docs()
+    rag.encode(passages, verbose=False)
+    try:
+        exact = rag.search_encoded_docs(qs, k=5)
+    finally:
+        rag.clear_encoded_docs()
+    indexed = rag.search(qs, index_name="adi", k=5)
+    # Residual compression (nbits=2) swaps near-ties: compare over all 35 queries.
+    top1 = np.mean([i[0]["content"] == e[0]["content"] for i, e in zip(indexed, exact)])
+    overlap = np.mean([len({r["content"] for r in i} & {r["content"] for r in e}) / 5 for i, e in zip(indexed, exact)])
+    assert top1 >= 0.8 and overlap >= 0.8, (top1, overlap)
+    # the index's scores are exact MaxSim over the decompressed vectors: close to the uncompressed ones
+    # (compression errors are heavy-tailed, a few percent on a few passages: compare their distribution)
+    rel = []
+    for q, rows in zip(qs, indexed):
+        exact_score = {r["content"]: r["score"] for r in rag.rerank(q, [r["content"] for r in rows], k=5)}
+        rel += [abs(r["score"] - exact_score[r["content"]]) / exact_score[r["content"]] for r in rows]
+    assert np.median(rel) <= 0.03 and np.percentile(rel, 90) <= 0.08, (np.median(rel), np.percentile(rel, 90))
 
 
 def test_k_larger_than_candidates_returns_all(rag, adi_index, adi):

@@ -51,6 +51,7 @@ def build_index(
     device: str | torch.device | None = None,
     seed: int = 0,
     show_progress: bool = False,
+    num_centroids: int | None = None,
 ) -> PassageIndex:
     """Build an index from packed `(vectors float16 [n, dim], doclens int64 [m])` chunks into ``directory``.
 
@@ -102,6 +103,7 @@ def build_index(
             device=dev,
             seed=seed,
             show_progress=show_progress,
+            num_centroids=num_centroids,
         )
     finally:
         spill.unlink(missing_ok=True)

@@ -3,8 +3,11 @@
 Files (besides the common ``metadata.json``, ``doclens.npy``, ``pids.npy``, ``deleted.npy``):
 ``centroids.npy`` (float16 [K, dim], unit norm), ``bucket_cutoffs.npy`` / ``bucket_weights.npy``
 (float32), ``codes.npy`` (int16 when K <= 32,768, else int32, one per token), ``residuals.npy``
-(uint8 [N_tokens, dim*nbits/8], colbert-ai bit layout), ``ivf_rows.npy`` (int32) + ``ivf_offsets.npy``
-(int64 [K+1]): for each centroid the sorted unique rows having a token with that code (CSR).
+(uint8 [N_tokens, dim*nbits/8], colbert-ai bit layout), ``ivf_rows.npy`` (int16 when there are at most
+32,767 rows, else int32) + ``ivf_offsets.npy`` (int64 [K+1]): for each centroid the sorted unique rows
+having a token with that code (CSR).
+
+The number of centroids K is colbert-ai's 2^floor(log2(16·sqrt(tokens))): see `num_partitions`.
 
 Search per query (all vectorised torch, the same code on CPU and CUDA):
 1. score every centroid against the query tokens; the top ``ncells`` per token give IVF lists → candidates;
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PlaidIndex", "build_plaid", "plaid_params", "DEFAULT_NBITS", "check_nbits", "build_ivf"]
 
 DEFAULT_NBITS = 2
+CENTROIDS_PER_SQRT_TOKEN = 16
 KMEANS_NITER = 4
 HELDOUT_FRACTION = 0.05
 HELDOUT_MAX = 50_000
@@ -61,6 +66,8 @@ OUTLIER_FRACTION = 0.5
 OUTLIER_MIN = 32
 # Tokens gathered per step in the centroid-interaction stages (bounds the [tokens, Lq] score block).
 STAGE_TOKENS = 1 << 18
+# Tokens decompressed at once in the exact stage (float32: 65,536 x dim 384 = 100 MB).
+EXACT_TOKENS = 1 << 16
 DEFAULT_MAX_EXACT_SUBSET = 1024
 
 
@@ -117,7 +124,9 @@ class PlaidIndex(PassageIndex):
             d / "residuals.npy", dtype=np.uint8, shape=(self.num_tokens, self.dim * self.nbits // 8)
         )
         self.ivf_offsets = load_npy(d / "ivf_offsets.npy", dtype=np.int64, shape=(K + 1,), mmap=False)
-        self.ivf_rows = load_npy(d / "ivf_rows.npy", dtype=np.int32, shape=(None,))
+        # int32 is always read (indexes written before row ids were narrowed); int16 only where it fits
+        rows_dtypes = (np.int16, np.int32) if ivf_dtype(self.num_rows) == np.int16 else (np.int32,)
+        self.ivf_rows = load_npy(d / "ivf_rows.npy", dtype=rows_dtypes, shape=(None,))
         if (
             int(self.ivf_offsets[0]) != 0
             or int(self.ivf_offsets[-1]) != self.ivf_rows.shape[0]
@@ -211,41 +220,49 @@ class PlaidIndex(PassageIndex):
             rows = sub_t
         S_T = S_q.T.contiguous()  # [K, lq]: one row per centroid for the gathers
         if rows.numel() > ndocs:  # stage 2: pruned centroid interaction
-            keep = S_q.amax(0) >= thr
-            approx = self._centroid_interaction(rows, S_T, keep)
+            approx = self._pruned_interaction(rows, S_T, S_q.amax(0) >= thr)
             rows = rows[torch.topk(approx, ndocs).indices]
         final = max(ndocs // 4, k)
         if rows.numel() > final:  # stage 3: full centroid interaction
-            approx = self._centroid_interaction(rows, S_T, None)
+            approx = self._centroid_interaction(rows, S_T)
             rows = rows[torch.topk(approx, final).indices]
         return rows
 
-    def _centroid_interaction(self, rows: torch.Tensor, S_T: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        """Σ_q max over each passage's tokens of the centroid score of the token's code."""
+    def _pruned_interaction(self, rows: torch.Tensor, S_T: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Stage 2: Σ_q max(0, max over the kept centroids among each passage's codes of their score).
+
+        Computed from the IVF side: only the kept centroids (those some query token scores at least the
+        threshold with, typically a few dozen) contribute, so walking their inverted lists touches a few
+        thousand (centroid, passage) pairs instead of every token of every candidate (about a million on
+        SciFact). The result is the same as scanning the candidates' codes.
+        """
+        dev, lq = self.device, S_T.shape[1]
+        out = torch.zeros(rows.numel(), lq, dtype=S_T.dtype, device=dev)
+        kept = keep.nonzero().squeeze(1)
+        if kept.numel():
+            starts = self._ivf_offsets[kept]
+            idx, which = token_ranges(starts, self._ivf_offsets[kept + 1] - starts)
+            listed = self._ivf_rows[idx].long()
+            # position of each listed row among the candidates (rows need not be sorted)
+            sorted_rows, order = torch.sort(rows)
+            at = torch.searchsorted(sorted_rows, listed).clamp_max(rows.numel() - 1)
+            hit = sorted_rows[at] == listed
+            pos, which = order[at[hit]], which[hit]
+            out.scatter_reduce_(0, pos[:, None].expand(-1, lq), S_T[kept[which]], reduce="amax", include_self=True)
+        return out.float().sum(1)
+
+    def _centroid_interaction(self, rows: torch.Tensor, S_T: torch.Tensor) -> torch.Tensor:
+        """Stage 3: Σ_q max over each passage's tokens of the centroid score of the token's code."""
         lq = S_T.shape[1]
         lens = self._doclens[rows]
         out = torch.empty(rows.numel(), dtype=torch.float32, device=self.device)
-        # blocks of passages with a bounded number of tokens
-        cum = torch.cumsum(lens, 0)
-        start = 0
-        n = rows.numel()
-        while start < n:
-            base = int(cum[start - 1]) if start else 0
-            end = int(torch.searchsorted(cum, base + STAGE_TOKENS, right=True))
-            end = min(n, max(end, start + 1))
+        for start, end in _token_blocks(lens, STAGE_TOKENS):
             blk = rows[start:end]
             tok, doc = token_ranges(self._tok_offsets[blk], lens[start:end])
             codes = self._codes[tok].long()
-            if keep is not None:
-                m = keep[codes]
-                codes, doc = codes[m], doc[m]
-                init = 0.0  # pruned centroids contribute nothing
-            else:
-                init = float("-inf")
-            best = torch.full((end - start, lq), init, dtype=S_T.dtype, device=self.device)
+            best = torch.full((end - start, lq), float("-inf"), dtype=S_T.dtype, device=self.device)
             best.scatter_reduce_(0, doc[:, None].expand(-1, lq), S_T[codes], reduce="amax", include_self=True)
             out[start:end] = best.float().sum(1)
-            start = end
         return out
 
     def decompress_rows(self, rows: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,10 +273,15 @@ class PlaidIndex(PassageIndex):
         return self.codec.decompress(self._codes[tok], self._residuals[tok]), lens
 
     def _exact_scores(self, Q: torch.Tensor, Q_mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Stage 4: MaxSim over decompressed vectors, decompressing at most ~EXACT_TOKENS tokens at a time
+        (a large k sends thousands of passages here; all of them at once would take GBs)."""
+        out = torch.zeros(Q.shape[0], rows.numel(), dtype=torch.float32, device=Q.device)
         if rows.numel() == 0:
-            return torch.zeros(Q.shape[0], 0, device=Q.device)
-        vecs, lens = self.decompress_rows(rows)
-        return scoring.maxsim(Q, Q_mask, vecs, lens.cpu())
+            return out
+        for start, end in _token_blocks(self._doclens[rows], EXACT_TOKENS):
+            vecs, lens = self.decompress_rows(rows[start:end])
+            out[:, start:end] = scoring.maxsim(Q, Q_mask, vecs, lens.cpu())
+        return out
 
     # ---- updates ----------------------------------------------------------------------------------
     def add(self, directory: str | Path, batches: Batches) -> tuple[PlaidIndex, np.ndarray]:
@@ -377,13 +399,45 @@ class PlaidIndex(PassageIndex):
 # --------------------------------------------------------------------------------------------------
 # build
 # --------------------------------------------------------------------------------------------------
+def _gather_float32(vectors: np.ndarray, rows: np.ndarray, block: int = COMPRESS_TOKENS) -> np.ndarray:
+    """`vectors[rows]` as float32, filled block by block: no float16 copy of all the rows beside it."""
+    out = np.empty((rows.size, vectors.shape[1]), dtype=np.float32)
+    for s in range(0, rows.size, block):
+        out[s : s + block] = vectors[rows[s : s + block]]
+    return out
+
+
+def _token_blocks(lens: torch.Tensor, budget: int) -> Iterator[tuple[int, int]]:
+    """`(start, end)` ranges of consecutive passages holding at most `budget` tokens (at least one passage)."""
+    cum = torch.cumsum(lens, 0)
+    n, start = int(lens.numel()), 0
+    while start < n:
+        base = int(cum[start - 1]) if start else 0
+        end = int(torch.searchsorted(cum, base + budget, right=True))
+        end = min(n, max(end, start + 1))
+        yield start, end
+        start = end
+
+
 def num_partitions(num_embeddings_est: float) -> int:
-    """colbert-ai's centroid count: the power of two below 16·sqrt(estimated token count)."""
-    return int(2 ** math.floor(math.log2(16 * math.sqrt(max(num_embeddings_est, 1.0)))))
+    """Centroid count: the power of two at or below ``CENTROIDS_PER_SQRT_TOKEN``·sqrt(estimated tokens).
+
+    colbert-ai's 16·sqrt. Fewer centroids shrink the fp16 centroid table (10 bytes per token at dim 384 and
+    1.2 M tokens, SciFact; a fixed cost that falls as 1/sqrt(tokens)) but cost quality or speed: on SciFact
+    with MiniLM vectors 4·sqrt loses 0.014 nDCG@10 at the default search parameters, and needs ndocs=512
+    (2.5x the latency of 16·sqrt) to get most of it back (benchmarks/RESULTS.md). ``build_index(
+    num_centroids=...)`` overrides the count.
+    """
+    return int(2 ** math.floor(math.log2(CENTROIDS_PER_SQRT_TOKEN * math.sqrt(max(num_embeddings_est, 1.0)))))
+
+
+def ivf_dtype(num_rows: int) -> type:
+    """Row ids in the inverted lists take 2 bytes while they fit (as codes do), else 4."""
+    return np.int16 if num_rows <= np.iinfo(np.int16).max else np.int32
 
 
 def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR inverted lists: centroid -> sorted unique rows. Returns `(int32 rows, int64 offsets [K + 1])`."""
+    """CSR inverted lists: centroid -> sorted unique rows. Returns `(rows [ivf_dtype], int64 offsets [K + 1])`."""
     R = int(doclens.size)
     starts = np.zeros(R + 1, dtype=np.int64)
     np.cumsum(doclens, out=starts[1:])
@@ -400,7 +454,7 @@ def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int) -> tup
     cells = keys_all // max(R, 1)
     offsets = np.zeros(num_centroids + 1, dtype=np.int64)
     np.cumsum(np.bincount(cells, minlength=num_centroids), out=offsets[1:])
-    return (keys_all % max(R, 1)).astype(np.int32), offsets
+    return (keys_all % max(R, 1)).astype(ivf_dtype(R)), offsets
 
 
 def build_plaid(
@@ -414,6 +468,7 @@ def build_plaid(
     seed: int = 0,
     show_progress: bool = False,
     kmeans_niter: int = KMEANS_NITER,
+    num_centroids: int | None = None,
 ) -> PlaidIndex:
     """Train the codec on a sample of the spilled vectors, then compress them all chunk by chunk."""
     nbits = check_nbits(nbits, dim)
@@ -433,7 +488,7 @@ def build_plaid(
     sample_tok = _ranges(starts[sample], doclens[sample])
     if sample_tok.size == 0:  # only empty passages sampled
         sample_tok = np.arange(E, dtype=np.int64)
-    K = num_partitions(N * sample_tok.size / n_sample)
+    K = num_partitions(N * sample_tok.size / n_sample) if num_centroids is None else int(num_centroids)
     cap = min(MAX_POINTS_PER_CENTROID_TRAIN * K, max(TRAIN_BYTES // (4 * dim), 39 * K))
     n_held_target = min(int(HELDOUT_FRACTION * sample_tok.size), HELDOUT_MAX)
     if sample_tok.size > cap + n_held_target:
@@ -446,7 +501,7 @@ def build_plaid(
     else:
         held, train = perm[:n_held], perm[n_held:]
     K = max(1, min(K, train.size))
-    X = np.asarray(vectors[np.sort(train)], dtype=np.float32)
+    X = _gather_float32(vectors, np.sort(train))
     logger.info("PLAID: %d passages, %d tokens; k-means of %d vectors into %d centroids", N, E, X.shape[0], K)
     C = train_centroids(X, K, niter=kmeans_niter, seed=seed, device=device)
     del X
@@ -457,7 +512,7 @@ def build_plaid(
     Cf = torch.from_numpy(C16.astype(np.float32)).to(device)
     assigner = CentroidAssigner(Cf, seed=seed)
 
-    Xh = torch.from_numpy(np.asarray(vectors[np.sort(held)], dtype=np.float32)).to(device)
+    Xh = torch.from_numpy(_gather_float32(vectors, np.sort(held))).to(device)
     resid = (Xh - Cf[assigner.assign(Xh)]).cpu().numpy()
     del Xh
     cutoffs, weights = quantile_buckets(resid, nbits)

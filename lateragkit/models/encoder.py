@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ColBERTEncoder"]
 
+# A document batch holds at most bsize x this many tokens (long documents: fewer rows per batch).
+BATCH_TOKENS_PER_ROW = 512
+
 
 def _pad(rows: Sequence[Sequence[int]], value: int, length: int) -> torch.Tensor:
     out = torch.full((len(rows), length), value, dtype=torch.long)
@@ -171,25 +174,39 @@ class ColBERTEncoder:
         maxlen = self._doc_maxlen(doc_maxlen)
         all_ids = self.tok.tokenize_documents(docs, maxlen)
         n = len(all_ids)
+        keeps = [self.tok.doc_keep(r) for r in all_ids]
+        doclens = torch.tensor([sum(k) for k in keeps], dtype=torch.int64)
+        # The packed output is allocated once and each batch writes its rows in place: peak memory is the
+        # output plus one batch (no per-document copies, no final concatenation).
+        offsets = (torch.cumsum(doclens, 0) - doclens).tolist()
+        out = torch.empty(int(doclens.sum()), self.dim, dtype=torch.float16)
         order = sorted(range(n), key=lambda i: -len(all_ids[i]))
-        per_doc: list[torch.Tensor | None] = [None] * n
-        step = max(1, int(bsize))
-        starts = range(0, n, step)
+        bar = None
         if show_progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="Encoding documents", unit="batch")
-        for start in starts:
-            idx = order[start : start + step]
-            width = len(all_ids[idx[0]])
+            bar = tqdm(total=n, desc="Encoding documents", unit="doc")
+        step = max(1, int(bsize))
+        # Long documents get fewer rows per batch: a batch holds at most bsize x 512 tokens, so activation
+        # memory does not grow with document length (8k-token documents are encoded a few at a time).
+        token_budget = step * BATCH_TOKENS_PER_ROW
+        start = 0
+        while start < n:
+            width = len(all_ids[order[start]])
+            rows_per_batch = max(1, min(step, token_budget // max(1, width)))
+            idx = order[start : start + rows_per_batch]
+            start += len(idx)
             rows = [all_ids[i] for i in idx]
             ids = _pad(rows, self.tok.pad_id, width)
             att = _pad([[1] * len(r) for r in rows], 0, width)
-            keep = _pad([[int(k) for k in self.tok.doc_keep(r)] for r in rows], 0, width).bool()
+            keep = _pad([[int(k) for k in keeps[i]] for i in idx], 0, width).bool()
             E = self._embed(ids, att).to("cpu", torch.float16)
             for j, i in enumerate(idx):
-                per_doc[i] = E[j][keep[j]]
-        if n == 0:
-            return torch.zeros(0, self.dim, dtype=torch.float16), torch.zeros(0, dtype=torch.int64)
-        doclens = torch.tensor([int(v.shape[0]) for v in per_doc], dtype=torch.int64)  # type: ignore[union-attr]
-        return torch.cat(per_doc, dim=0), doclens  # type: ignore[arg-type]
+                o = offsets[i]
+                out[o : o + int(doclens[i])] = E[j][keep[j]]
+            del E
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return out, doclens
