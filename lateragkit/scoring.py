@@ -15,12 +15,13 @@ Compute runs in float32 on CPU and in float16 on CUDA (sums are accumulated in f
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Union
 
 import numpy as np
 import torch
 
-__all__ = ["maxsim_padded", "maxsim", "DEFAULT_SIM_BUDGET"]
+__all__ = ["maxsim_padded", "maxsim", "document_blocks", "DEFAULT_SIM_BUDGET"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -75,14 +76,23 @@ def maxsim_padded(
 def _as_tensor(x: ArrayLike) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
-    return torch.from_numpy(np.ascontiguousarray(x))
-
-
-def _from_numpy(array: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         # a read-only memory map: torch warns that it cannot write to it; scoring only reads
         warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.asarray(array))
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def document_blocks(doclens: ArrayLike, max_rows: int) -> Iterator[tuple[int, int]]:
+    """`(start, end)` runs of consecutive documents holding at most `max_rows` rows in all (a longer
+    document is a run of its own): the unit in which packed documents are processed with bounded memory."""
+    lens = doclens.cpu().numpy() if isinstance(doclens, torch.Tensor) else np.asarray(doclens)
+    cum = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
+    n, i = int(lens.size), 0
+    while i < n:
+        j = int(np.searchsorted(cum, cum[i] + max_rows, side="right")) - 1
+        j = min(n, max(j, i + 1))
+        yield i, j
+        i = j
 
 
 def maxsim(
@@ -136,19 +146,13 @@ def maxsim(
     # Documents are contiguous rows: score consecutive runs of whole documents (at most chunk_tokens rows,
     # or one longer document) with one GEMM over the rows as stored, then take each document's maximum
     # per query token with a segmented reduction. No gather and no padding of the document vectors.
-    lens_list = lens.tolist()
-    cum = np.concatenate([[0], np.cumsum(lens_list, dtype=np.int64)])
-    is_numpy = not isinstance(vectors, torch.Tensor)
-    i = 0
-    while i < n:
-        j = int(np.searchsorted(cum, cum[i] + chunk_tokens, side="right")) - 1
-        j = min(n, max(j, i + 1))
-        s, e = int(cum[i]), int(cum[j])
+    starts = (torch.cumsum(lens, 0) - lens).tolist() + [total]
+    for i, j in document_blocks(lens, chunk_tokens):
+        s, e = starts[i], starts[j]
         if e > s:
-            block = _from_numpy(vectors[s:e]) if is_numpy else vectors[s:e]
+            block = _as_tensor(vectors[s:e])
             sim = block.to(device=device, dtype=dtype, non_blocking=True) @ Qs.T  # [rows, T]
             best = torch.segment_reduce(sim.float(), "max", lengths=lens[i:j].to(device), axis=0, unsafe=True)
             best = torch.where(torch.isfinite(best), best, torch.zeros((), device=device))  # empty documents
             out[:, i:j] = torch.zeros(B, j - i, device=device).index_add_(0, query_of, best.T)
-        i = j
     return out

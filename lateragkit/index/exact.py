@@ -170,10 +170,5 @@ def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
 
 
 def _row_blocks(rows: np.ndarray, doclens: np.ndarray, max_tokens: int) -> list[np.ndarray]:
-    """Split `rows` into consecutive blocks of about `max_tokens` tokens each."""
-    if rows.size == 0:
-        return []
-    cum = np.cumsum(doclens[rows])
-    cuts = np.searchsorted(cum, np.arange(max_tokens, int(cum[-1]) + max_tokens, max_tokens), side="right")
-    bounds = np.unique(np.concatenate([[0], np.minimum(cuts, rows.size), [rows.size]]))
-    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    """Split `rows` into consecutive blocks of at most `max_tokens` tokens (or one longer row) each."""
+    return [rows[a:b] for a, b in scoring.document_blocks(doclens[rows], max_tokens)]

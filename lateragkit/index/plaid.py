@@ -4,7 +4,7 @@ Files (besides the common ``metadata.json``, ``doclens.npy``, ``pids.npy``, ``de
 ``centroids.npy`` (float16 [K, dim], unit norm), ``bucket_cutoffs.npy`` / ``bucket_weights.npy``
 (float32), ``codes.npy`` (int16 when K <= 32,768, else int32, one per token), ``residuals.npy``
 (uint8 [N_tokens, dim*nbits/8], colbert-ai bit layout), ``ivf_rows.npy`` (int16 when there are at most
-32,767 rows, else int32) + ``ivf_offsets.npy`` (int64 [K+1]): for each centroid the sorted unique rows
+32,768 rows, else int32) + ``ivf_offsets.npy`` (int64 [K+1]): for each centroid the sorted unique rows
 having a token with that code (CSR).
 
 The number of centroids K is colbert-ai's 2^floor(log2(16·sqrt(tokens))): see `num_partitions`.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +117,14 @@ class PlaidIndex(PassageIndex):
         self.centroids = load_npy(d / "centroids.npy", dtype=np.float16, shape=(K, self.dim), mmap=False)
         cutoffs = load_npy(d / "bucket_cutoffs.npy", dtype=np.float32, shape=(B - 1,), mmap=False)
         weights = load_npy(d / "bucket_weights.npy", dtype=np.float32, shape=(B,), mmap=False)
-        code_dtype = np.int16 if K <= 32768 else np.int32
+        code_dtype = id_dtype(K)
         self.codes = load_npy(d / "codes.npy", dtype=code_dtype, shape=(self.num_tokens,))
         self.residuals = load_npy(
             d / "residuals.npy", dtype=np.uint8, shape=(self.num_tokens, self.dim * self.nbits // 8)
         )
         self.ivf_offsets = load_npy(d / "ivf_offsets.npy", dtype=np.int64, shape=(K + 1,), mmap=False)
         # int32 is always read (indexes written before row ids were narrowed); int16 only where it fits
-        rows_dtypes = (np.int16, np.int32) if ivf_dtype(self.num_rows) == np.int16 else (np.int32,)
+        rows_dtypes = (np.int16, np.int32) if id_dtype(self.num_rows) == np.int16 else (np.int32,)
         self.ivf_rows = load_npy(d / "ivf_rows.npy", dtype=rows_dtypes, shape=(None,))
         if (
             int(self.ivf_offsets[0]) != 0
@@ -168,19 +167,20 @@ class PlaidIndex(PassageIndex):
         Qd = Q.to(dev, cdt)
         Qm = Q_mask.to(dev)
         # centroid scores of every scored query token of the batch in one GEMM: [tokens, K]
-        S_all = Qd[Qm] @ self.codec.centroids.T
+        Q_scored = Qd[Qm]
+        S_all = Q_scored @ self.codec.centroids.T
         counts = Qm.sum(1).tolist()
         out: list[SearchResult] = []
         start = 0
         for i, lq in enumerate(counts):
             S_q = S_all[start : start + lq]  # [lq, K]
+            q = Q_scored[start : start + lq][None]
             start += lq
             sub = allowed[i]
             if lq == 0 or self.num_passages == 0 or (sub is not None and sub.size == 0):
                 out.append((np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)))
                 continue
             rows = self._candidates(S_q, k, ncells, ndocs, thr, sub, max_exact)
-            q = Qd[i][Qm[i]][None]
             qm = torch.ones(1, lq, dtype=torch.bool, device=dev)
             scores = self._exact_scores(q, qm, rows)
             out.append(self._results(scores[0], rows.cpu().numpy(), k))
@@ -256,7 +256,7 @@ class PlaidIndex(PassageIndex):
         lq = S_T.shape[1]
         lens = self._doclens[rows]
         out = torch.empty(rows.numel(), dtype=torch.float32, device=self.device)
-        for start, end in _token_blocks(lens, STAGE_TOKENS):
+        for start, end in scoring.document_blocks(lens, STAGE_TOKENS):
             blk = rows[start:end]
             tok, doc = token_ranges(self._tok_offsets[blk], lens[start:end])
             codes = self._codes[tok].long()
@@ -278,7 +278,7 @@ class PlaidIndex(PassageIndex):
         out = torch.zeros(Q.shape[0], rows.numel(), dtype=torch.float32, device=Q.device)
         if rows.numel() == 0:
             return out
-        for start, end in _token_blocks(self._doclens[rows], EXACT_TOKENS):
+        for start, end in scoring.document_blocks(self._doclens[rows], EXACT_TOKENS):
             vecs, lens = self.decompress_rows(rows[start:end])
             out[:, start:end] = scoring.maxsim(Q, Q_mask, vecs, lens.cpu())
         return out
@@ -327,7 +327,7 @@ class PlaidIndex(PassageIndex):
                                   self.nbits, self.device)
             if expanded:
                 assigner = CentroidAssigner(codec.centroids.float())
-            code_dtype = np.int16 if K <= 32768 else np.int32
+            code_dtype = id_dtype(K)
             with NpyAppender(directory / "codes.npy", code_dtype) as c_out, NpyAppender(
                 directory / "residuals.npy", np.uint8, (self.residuals.shape[1],)
             ) as r_out:
@@ -407,18 +407,6 @@ def _gather_float32(vectors: np.ndarray, rows: np.ndarray, block: int = COMPRESS
     return out
 
 
-def _token_blocks(lens: torch.Tensor, budget: int) -> Iterator[tuple[int, int]]:
-    """`(start, end)` ranges of consecutive passages holding at most `budget` tokens (at least one passage)."""
-    cum = torch.cumsum(lens, 0)
-    n, start = int(lens.numel()), 0
-    while start < n:
-        base = int(cum[start - 1]) if start else 0
-        end = int(torch.searchsorted(cum, base + budget, right=True))
-        end = min(n, max(end, start + 1))
-        yield start, end
-        start = end
-
-
 def num_partitions(num_embeddings_est: float) -> int:
     """Centroid count: the power of two at or below ``CENTROIDS_PER_SQRT_TOKEN``·sqrt(estimated tokens).
 
@@ -431,13 +419,13 @@ def num_partitions(num_embeddings_est: float) -> int:
     return int(2 ** math.floor(math.log2(CENTROIDS_PER_SQRT_TOKEN * math.sqrt(max(num_embeddings_est, 1.0)))))
 
 
-def ivf_dtype(num_rows: int) -> type:
-    """Row ids in the inverted lists take 2 bytes while they fit (as codes do), else 4."""
-    return np.int16 if num_rows <= np.iinfo(np.int16).max else np.int32
+def id_dtype(count: int) -> type:
+    """Dtype of ids in [0, count) on disk (centroid codes, IVF row ids): 2 bytes while they fit, else 4."""
+    return np.int16 if count <= 1 << 15 else np.int32
 
 
 def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR inverted lists: centroid -> sorted unique rows. Returns `(rows [ivf_dtype], int64 offsets [K + 1])`."""
+    """CSR inverted lists: centroid -> sorted unique rows. Returns `(rows [id_dtype], int64 offsets [K + 1])`."""
     R = int(doclens.size)
     starts = np.zeros(R + 1, dtype=np.int64)
     np.cumsum(doclens, out=starts[1:])
@@ -454,7 +442,7 @@ def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int) -> tup
     cells = keys_all // max(R, 1)
     offsets = np.zeros(num_centroids + 1, dtype=np.int64)
     np.cumsum(np.bincount(cells, minlength=num_centroids), out=offsets[1:])
-    return (keys_all % max(R, 1)).astype(ivf_dtype(R)), offsets
+    return (keys_all % max(R, 1)).astype(id_dtype(R)), offsets
 
 
 def build_plaid(
@@ -523,7 +511,7 @@ def build_plaid(
     codec = ResidualCodec(C16, cutoffs, weights, nbits, device)
     logger.info("PLAID: codec calibrated on %d held-out vectors at %.1f s", held.size, time.perf_counter() - t0)
 
-    code_dtype = np.int16 if K <= 32768 else np.int32
+    code_dtype = id_dtype(K)
     bar = tqdm(total=E, desc="indexing: compressing", unit="token", disable=not show_progress)
     with NpyAppender(directory / "codes.npy", code_dtype) as c_out, NpyAppender(
         directory / "residuals.npy", np.uint8, (dim * nbits // 8,)
