@@ -49,7 +49,7 @@ def load_scifact(n_docs: int, n_queries: int) -> tuple[list[str], list[str]]:
         sys.exit(f"SciFact not found at {folder} (set LATERAGKIT_DATA)")
     docs = []
     with (folder / "corpus.jsonl").open(encoding="utf-8") as fh:
-        for _, line in zip(range(n_docs), fh):
+        for _, line in zip(range(n_docs), fh, strict=True):
             d = json.loads(line)
             docs.append(f"{d['title']} {d['text']}".strip())
     judged = {line.split("\t")[0] for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]}
@@ -102,7 +102,8 @@ def bench_device(device: str, docs: list[str], queries: list[str], bsize: int) -
         _sync(dev)
         lat.append((time.perf_counter() - t) * 1000)
     rows.append({"device": label, "what": f"query latency, 1 query/call (n={len(lat)})",
-                 "value": f"median {statistics.median(lat):.1f} ms, p90 {sorted(lat)[int(0.9 * (len(lat) - 1))]:.1f} ms"})
+                 "value": f"median {statistics.median(lat):.1f} ms, "
+                          f"p90 {sorted(lat)[int(0.9 * (len(lat) - 1))]:.1f} ms"})
     batch = queries[:32]
     _sync(dev)
     t = time.perf_counter()

@@ -4,7 +4,9 @@
     python benchmarks/memory.py --dataset adi    # quick run on a tiny collection
 
 Steps: model load; ``index()`` of the collection; ``search`` of 32 queries at k=10 and at k=1000 (on the
-index the previous step built, reopened with ``from_index``). For each step the table gives
+index the previous step built, reopened with ``from_index``); a JinaBERT-shaped random model (jina-colbert-v1-en:
+12 layers x 768, 12 heads, GEGLU 3072, ALiBi) encoding one 8,190-token document (``--steps jinabert`` alone).
+For each step the table gives
 
 * **peak RSS** — the kernel's high-water mark (``VmHWM``): everything resident, memory-mapped index files
   and shared libraries included;
@@ -105,11 +107,45 @@ def _load_collection(dataset: str) -> tuple[list[str], list[str], list[str]]:
     return [d["_id"] for d in docs], texts, queries
 
 
+JINABERT_TOKENS = 8190
+
+
+def _jinabert_child() -> dict[str, Any]:
+    """One 8,190-token document through a random JinaBERT of jina-colbert-v1-en's shape (CPU, fp32)."""
+    import torch
+
+    from lateragkit.models.jinabert import JinaBertConfig, JinaBertModel
+
+    torch.manual_seed(0)
+    config = JinaBertConfig(vocab_size=30528, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                            intermediate_size=3072, max_position_embeddings=8192)
+    model = JinaBertModel(config).eval()
+    head = torch.nn.Linear(768, 128, bias=False)
+    ids = torch.randint(1000, config.vocab_size, (1, JINABERT_TOKENS))
+    ids[0, 0], ids[0, -1] = 101, 102
+    params_mb = sum(t.numel() * t.element_size() for t in model.parameters()) / 2**20
+    base_rss, base_anon = _status_kb("VmRSS"), _rollup_kb().get("Anonymous", 0)
+    hwm_reset = _reset_hwm()
+    t0 = time.perf_counter()
+    with PeakSampler() as sampler, torch.inference_mode():
+        hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        vectors = torch.nn.functional.normalize(head(hidden), dim=-1).half()
+    return {
+        "step": "jinabert", "seconds": time.perf_counter() - t0, "base_rss_mb": base_rss / 1024,
+        "peak_rss_mb": _status_kb("VmHWM") / 1024, "hwm_reset": hwm_reset, "base_anon_mb": base_anon / 1024,
+        "peak_anon_mb": sampler.peak_anon_kb / 1024, "peak_private_mb": sampler.peak_private_kb / 1024,
+        "vectors": int(vectors.shape[1]), "params_mb": params_mb,
+        "block_rows": model.block_rows(1, JINABERT_TOKENS, torch.device("cpu")),
+    }
+
+
 def child(step: str, dataset: str, model: str, index_path: Path, n_queries: int) -> dict[str, Any]:
     """Run one step in this (fresh) process and return its memory figures."""
     import logging
 
     logging.disable(logging.WARNING)
+    if step == "jinabert":
+        return _jinabert_child()
     if step == "load":
         import torch  # noqa: F401 - the imports belong to the baseline, the model load is the step
         import transformers  # noqa: F401
@@ -214,6 +250,11 @@ def _table(rows: list[dict[str, Any]], args: argparse.Namespace, tokens: int | N
             notes.append(f"{r['passages']} passages, {r['index_kind']} index of {r['index_mb']:.0f} MB on disk")
         if "results" in r:
             notes.append(f"{r['results']} results returned")
+        if "params_mb" in r:
+            full_bias_mb = 12 * JINABERT_TOKENS**2 * 4 / 2**20
+            notes.append(f"weights {r['params_mb']:.0f} MB fp32 (in the baseline); {r['vectors']} vectors; attention "
+                         f"in blocks of {r['block_rows']} query rows (a whole-sequence ALiBi bias alone would be "
+                         f"{full_bias_mb:,.0f} MB)")
         if not r["hwm_reset"]:
             notes.append("VmHWM not resettable: peak includes the baseline's history")
         lines.append(
@@ -253,6 +294,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=32)
     parser.add_argument("--model", default=None, help="encoder folder (default: the offline MiniLM)")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument("--steps", default="load,index,search_k=10,search_k=1000,jinabert",
+                        help="comma-separated steps to measure (default: all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--index", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,9 +308,13 @@ def main() -> None:
     index_path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     load_before = os.getloadavg()[0]
+    wanted = set(args.steps.split(","))
     for step, label in (("load", "model load"), ("index", f"index() {args.dataset}"),
                         ("search_k=10", f"search {args.queries} queries, k=10"),
-                        ("search_k=1000", f"search {args.queries} queries, k=1000")):
+                        ("search_k=1000", f"search {args.queries} queries, k=1000"),
+                        ("jinabert", f"JinaBERT 12 x 768 (random), one {JINABERT_TOKENS:,}-token document")):
+        if step not in wanted:
+            continue
         print(f"measuring: {label} ...", file=sys.stderr, flush=True)
         r = _run_child(step, args, model, index_path)
         r["label"] = label
@@ -276,7 +323,8 @@ def main() -> None:
     from lateragkit.models import load_encoder
 
     dim = load_encoder(model, device="cpu").dim
-    table = _table(rows, args, _vector_tokens(index_path), dim, (load_before, os.getloadavg()[0]))
+    tokens = _vector_tokens(index_path) if (index_path / "CURRENT").exists() else None
+    table = _table(rows, args, tokens, dim, (load_before, os.getloadavg()[0]))
     print(table)
     if not args.no_write:
         _write_section(table)

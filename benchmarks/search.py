@@ -39,8 +39,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from lateragkit.evaluation import corpus_text, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
 from lateragkit import scoring  # noqa: E402
+from lateragkit.evaluation import corpus_text, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
 from lateragkit.index import build_index  # noqa: E402
 
 DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
@@ -73,9 +73,9 @@ def encode_cached(dataset: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         vecs, lens = [], []
         for s in range(0, len(texts), CHUNK_PASSAGES):
-            v, l = enc.encode_documents(texts[s : s + CHUNK_PASSAGES], doc_maxlen=DOC_MAXLEN, bsize=32)
+            v, n = enc.encode_documents(texts[s : s + CHUNK_PASSAGES], doc_maxlen=DOC_MAXLEN, bsize=32)
             vecs.append(v.numpy())
-            lens.append(l.numpy())
+            lens.append(n.numpy())
             print(f"  encoded {min(s + CHUNK_PASSAGES, len(texts))}/{len(texts)} documents", flush=True)
         Q, Qm = enc.encode_queries([queries[q] for q in qids])
         print(f"encoding took {time.perf_counter() - t0:.0f} s", flush=True)
@@ -113,7 +113,7 @@ class ExhaustiveInRAM:
     def search(self, Q: torch.Tensor, Q_mask: torch.Tensor, k: int, **_: Any) -> list:
         scores = scoring.maxsim(Q, Q_mask, self.vectors, self.doclens)
         top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-        return [(s.numpy(), p.numpy()) for s, p in zip(top.values, top.indices)]
+        return [(s.numpy(), p.numpy()) for s, p in zip(top.values, top.indices, strict=True)]
 
 
 def decompressed_chunks(plaid: Any, per: int = CHUNK_PASSAGES):
@@ -138,7 +138,7 @@ def folder_bytes(folder: Path, exclude: tuple[str, ...] = ()) -> int:
 
 
 def run_of(hits: list, doc_ids: list[str], qids: list[str]) -> dict[str, list[str]]:
-    return {q: [doc_ids[int(p)] for p in pids] for q, (_, pids) in zip(qids, hits)}
+    return {q: [doc_ids[int(p)] for p in pids] for q, (_, pids) in zip(qids, hits, strict=True)}
 
 
 def measure(name: str, index: Any, data: dict[str, Any], build_s: float, params: dict[str, Any],
@@ -335,7 +335,7 @@ def main() -> None:
         checks.append((f"PLAID nbits=2 p50 at least 15x faster than exhaustive ({base['name']})",
                        base["p50_ms"] / two["p50_ms"] >= 15, f"{base['p50_ms'] / two['p50_ms']:.1f}x"))
     info = []
-    for r, nbits in zip(plaid_rows, args.nbits):
+    for r, nbits in zip(plaid_rows, args.nbits, strict=True):
         limit = (4 + dim * nbits / 8) * 1.02
         line = (f"nbits={nbits} bytes/token <= {limit:.1f} per token, i.e. without the fixed-size centroid table "
                 f"(every file: {r['bytes_per_token']:.1f})", r["bytes_per_token_growing"] <= limit,

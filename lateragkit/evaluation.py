@@ -27,7 +27,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 Qrels = Mapping[str, Mapping[str, int]]
-Run = Mapping[str, Union[Sequence[str], Mapping[str, float]]]
+Run = Mapping[str, Sequence[str] | Mapping[str, float]]
 
 
 def corpus_text(doc: Mapping[str, Any]) -> str:
@@ -114,7 +114,8 @@ def load_beir(
         root = root.parent
     if not root.is_dir():
         raise FileNotFoundError(f"BEIR folder {str(root)!r} does not exist")
-    files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl", "qrels": root / "qrels" / f"{split}.tsv"}
+    files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl",
+             "qrels": root / "qrels" / f"{split}.tsv"}
     for what, path in files.items():
         if not path.is_file():
             hint = ""

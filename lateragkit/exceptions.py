@@ -28,3 +28,7 @@ class CorruptIndexError(LateragkitError, ValueError):
 
 class MissingExtraError(LateragkitError, ImportError):
     """An optional integration was used without its extra installed."""
+
+
+class ModelMismatchError(LateragkitError, ValueError):
+    """An index was opened with a model whose vectors do not fit it (another width)."""

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import Union
 
 import numpy as np
 import torch
 
 __all__ = ["maxsim_padded", "maxsim", "document_blocks", "DEFAULT_SIM_BUDGET"]
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = torch.Tensor | np.ndarray
 
 # Upper bound on the number of similarity entries (query tokens x document tokens) held at once.
 DEFAULT_SIM_BUDGET = 1 << 25  # 32M entries: 128 MB in float32

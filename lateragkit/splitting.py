@@ -461,7 +461,7 @@ def split_documents(
 
     passages: list[Passage] = []
     counters = [0] * len(texts)
-    for (di, _, start, end), content in zip(pieces, contents):
+    for (di, _, start, end), content in zip(pieces, contents, strict=True):
         index = counters[di]
         counters[di] += 1
         meta = metas[di]

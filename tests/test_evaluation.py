@@ -83,7 +83,8 @@ def test_ndcg_hand_computed() -> None:
     assert per == {"q1": pytest.approx(q1, abs=1e-12), "q2": 0.0}
     assert ndcg_at_k(run, QRELS, k=10) == pytest.approx(q1 / 2, abs=1e-12)
     # k=2 cuts "b" off; the ideal is still over the 2 best judgments.
-    assert ndcg_at_k(run, QRELS, k=2, per_query=True)["q1"] == pytest.approx((3 / math.log2(3)) / (3 + 1 / math.log2(3)))
+    expected = (3 / math.log2(3)) / (3 + 1 / math.log2(3))
+    assert ndcg_at_k(run, QRELS, k=2, per_query=True)["q1"] == pytest.approx(expected)
     # k=1: the ideal keeps only the grade-2 document.
     assert ndcg_at_k({"q1": ["a"], "q2": ["z"]}, QRELS, k=1) == 1.0
     assert ndcg_at_k({"q1": ["a", "b"], "q2": ["z"]}, QRELS) == 1.0

@@ -150,7 +150,7 @@ ODD_IDS = [
 
 def test_odd_document_ids_are_stored_not_used_as_paths(rag, adi, workdir):
     texts = list(adi.values())[: len(ODD_IDS)]
-    docs = dict(zip(ODD_IDS, texts))
+    docs = dict(zip(ODD_IDS, texts, strict=True))
     metas = [{"id": i} for i in ODD_IDS]
     rag.index(texts, document_ids=ODD_IDS, document_metadatas=metas, index_name="odd-ids", index_type="exact")
     rows = rag.search("computer information systems", index_name="odd-ids", k=ALL)
@@ -296,7 +296,8 @@ def test_200k_character_document_is_split_with_bounded_memory(rag, adi):
     covered = [False] * len(long_doc)
     for r in rows:
         covered[r["start_char"] : r["end_char"]] = [True] * (r["end_char"] - r["start_char"])
-    assert all(c or ch.isspace() for c, ch in zip(covered, long_doc)), "some text of the long document was lost"
+    assert all(c or ch.isspace() for c, ch in zip(covered, long_doc, strict=True)), \
+        "some text of the long document was lost"
     assert len(rows) >= len(rag.encoder.token_spans(long_doc)) // budget
     rows = rag.search("xxxx", index_name="long", k=ALL, doc_ids=["no-spaces"])
     assert rows
@@ -354,7 +355,7 @@ _texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=
 @given(texts=st.lists(_texts, min_size=1, max_size=5), query=_texts)
 def test_results_are_slices_of_their_documents(rag, texts, query):
     ids = [f"doc-{i}" for i in range(len(texts))]
-    docs = dict(zip(ids, texts))
+    docs = dict(zip(ids, texts, strict=True))
     try:
         rag.index(texts, document_ids=ids, index_name="prop", index_type="exact", max_document_length=32)
     except ValueError:

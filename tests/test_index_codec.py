@@ -14,8 +14,8 @@ import torch
 
 from lateragkit.index import build_index
 from lateragkit.index.codec import ResidualCodec, bucket_tables, check_nbits, quantile_buckets
+from lateragkit.index.ivf import build_ivf
 from lateragkit.index.kmeans import CentroidAssigner, train_centroids
-from lateragkit.index.plaid import build_ivf
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,8 +209,9 @@ def test_round_trip_error_is_small_and_shrinks_with_nbits(tmp_path: Path) -> Non
     for nbits in (1, 2, 4):
         index = build_index(tmp_path / f"n{nbits}", chunked(v, lens), dim=64, index_type="plaid", nbits=nbits)
         assert index.kind == "plaid" and index.nbits == nbits
-        assert index.residuals.shape == (v.shape[0], 64 * nbits // 8)
-        assert index.codes.dtype == np.int16
+        (segment,) = index.segments
+        assert segment.residuals.shape == (v.shape[0], 64 * nbits // 8)
+        assert segment.codes.dtype == np.int16
         rows = np.arange(len(lens))
         dec, dlens = index.decompress_rows(rows)
         assert dlens.tolist() == lens.tolist()
@@ -280,10 +281,35 @@ def test_build_ivf_row_ids_widen_past_int16() -> None:
 def test_index_ivf_matches_codes(tmp_path: Path) -> None:
     v, lens, _ = make_collection(300, dim=32, seed=2)
     index = build_index(tmp_path / "i", chunked(v, lens), dim=32, index_type="plaid")
+    (segment,) = index.segments
     row_of_token = np.repeat(np.arange(len(lens)), lens)
     expected: dict[int, set[int]] = {}
-    for c, r in zip(np.asarray(index.codes).tolist(), row_of_token.tolist()):
+    for c, r in zip(np.asarray(segment.codes).tolist(), row_of_token.tolist(), strict=True):
         expected.setdefault(c, set()).add(r)
     for c in range(index.num_centroids):
-        got = index.ivf_rows[index.ivf_offsets[c] : index.ivf_offsets[c + 1]].tolist()
+        got = segment.ivf_rows[segment.ivf_offsets[c] : segment.ivf_offsets[c + 1]].tolist()
         assert got == sorted(expected.get(c, ()))
+
+
+def test_probing_assigner_cells_are_stored_with_the_codec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lateragkit.exceptions import CorruptIndexError
+    from lateragkit.index import kmeans, load_index
+
+    monkeypatch.setattr(kmeans, "EXACT_ASSIGN_MAX_K", 64)  # a small index gets the probing assigner of large K
+    v, lens, _ = make_collection(300, dim=32, seed=8)
+    built = build_index(tmp_path / "a", chunked(v, lens), dim=32, index_type="plaid")
+    assert not built.shared.assigner().exact and built.num_centroids > 64
+    stored = np.load(tmp_path / "a" / "codec" / "coarse_centroids.npy")
+    np.testing.assert_array_equal(stored, built.shared.assigner().coarse)
+    # another process rebuilds the same assigner from the file (no k-means): the same codes
+    loaded = load_index(tmp_path / "a")
+    monkeypatch.setattr(kmeans, "_flat_kmeans", lambda *a, **kw: pytest.fail("k-means of the centroids rerun"))
+    x = torch.from_numpy(v[:500].astype(np.float32))
+    assert torch.equal(loaded.shared.assigner().assign(x), built.shared.assigner().assign(x))
+    # later versions keep it: hard-linked while the codec is unchanged
+    loaded.add(tmp_path / "b", [(v[: int(lens[:20].sum())], lens[:20])])
+    assert (tmp_path / "b" / "codec" / "coarse_centroids.npy").stat().st_ino == (
+        tmp_path / "a" / "codec" / "coarse_centroids.npy").stat().st_ino
+    np.save(tmp_path / "b" / "codec" / "coarse_centroids.npy", stored[:1])
+    with pytest.raises(CorruptIndexError, match=r"coarse_centroids\.npy"):
+        load_index(tmp_path / "b")

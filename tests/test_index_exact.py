@@ -57,7 +57,7 @@ def test_k_larger_than_collection_returns_all_sorted(exact: ExactIndex, data: di
 def test_pids_subset_shared_and_per_query(exact: ExactIndex, data: dict) -> None:
     Q, M, ref = data["Q"][:3], data["M"][:3], data["ref"][:3]
     subset = np.array([5, 17, 99, 140, 3000])  # 3000 does not exist: ignored
-    for scores, pids in exact.search(Q, M, 10, pids=subset):
+    for _scores, pids in exact.search(Q, M, 10, pids=subset):
         assert set(pids.tolist()) == {5, 17, 99, 140}
     per_query = [np.array([1, 2]), np.array([7]), np.array([], dtype=np.int64)]
     hits = exact.search(Q, M, 10, pids=per_query)
@@ -70,7 +70,7 @@ def test_load_gives_the_same_results(exact: ExactIndex, data: dict) -> None:
     assert loaded.kind == "exact" and loaded.dim == DIM and loaded.num_passages == 150
     a = exact.search(data["Q"], data["M"], 7)
     b = loaded.search(data["Q"], data["M"], 7)
-    for (sa, pa), (sb, pb) in zip(a, b):
+    for (sa, pa), (sb, pb) in zip(a, b, strict=True):
         np.testing.assert_array_equal(pa, pb)
         np.testing.assert_allclose(sa, sb)
     np.testing.assert_array_equal(loaded.live_pids(), np.arange(150))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lateragkit.index import PlaidIndex, build_index, load_index
-from lateragkit.index.plaid import plaid_params
+from lateragkit.index.plaid_search import plaid_params
 
 from .test_index_codec import chunked, make_collection, make_queries, make_topics, one_thread, reference_maxsim
 
@@ -38,8 +38,9 @@ def test_build_shapes(data: dict) -> None:
     plaid: PlaidIndex = data["plaid"]
     assert plaid.kind == "plaid" and plaid.num_passages == N and plaid.num_tokens == int(data["lens"].sum())
     assert plaid.num_centroids == 2 ** int(np.floor(np.log2(16 * np.sqrt(plaid.num_tokens))))
-    assert plaid.ivf_rows.dtype == np.int16  # 2,400 rows
-    assert plaid.codes.dtype == np.int16 and plaid.residuals.shape[1] == DIM * 2 // 8
+    (segment,) = plaid.segments
+    assert segment.ivf_rows.dtype == np.int16  # 2,400 rows
+    assert segment.codes.dtype == np.int16 and segment.residuals.shape[1] == DIM * 2 // 8
     assert 0 < plaid.cluster_threshold < 2
 
 
@@ -55,16 +56,16 @@ def test_plaid_top_k_agrees_with_exhaustive_search(data: dict) -> None:
     hp = plaid.search(Q, M, 10)
     # the same codec scored exhaustively (every passage decompressed): what PLAID's stages approximate
     hd = plaid.search(Q, M, 10, pids=np.arange(N), max_exact_subset=N)
-    overlap = [len(set(a[1]) & set(b[1])) / 10 for a, b in zip(hp, hd)]
+    overlap = [len(set(a[1]) & set(b[1])) / 10 for a, b in zip(hp, hd, strict=True)]
     assert np.mean(overlap) >= 0.9, overlap
-    assert np.mean([a[1][0] == b[1][0] for a, b in zip(hp, hd)]) >= 0.95
+    assert np.mean([a[1][0] == b[1][0] for a, b in zip(hp, hd, strict=True)]) >= 0.95
     # against uncompressed exact search: the passage each query was made from comes first, and the true
     # MaxSim of PLAID's top 10 is within 1 % of the best possible top 10
     he = exact.search(Q, M, 10)
-    assert np.mean([h[1][0] == t for h, t in zip(hp, data["targets"])]) >= 0.9
-    assert np.mean([a[1][0] == b[1][0] for a, b in zip(hp, he)]) >= 0.9
+    assert np.mean([h[1][0] == t for h, t in zip(hp, data["targets"], strict=True)]) >= 0.9
+    assert np.mean([a[1][0] == b[1][0] for a, b in zip(hp, he, strict=True)]) >= 0.9
     ref = reference_maxsim(Q, M, data["v"], data["lens"])
-    for b, ((scores, pids), (best, _)) in enumerate(zip(hp, he)):
+    for b, ((scores, pids), (best, _)) in enumerate(zip(hp, he, strict=True)):
         assert np.all(np.diff(scores) <= 0)
         assert ref[b][pids].sum() >= 0.99 * best.sum()
         # PLAID scores are exact MaxSim over decompressed vectors: close to the uncompressed scores
@@ -95,7 +96,7 @@ def test_parameters_are_derived_per_call(data: dict) -> None:
     first = plaid.search(Q, M, 5)
     assert [h[1].size for h in plaid.search(Q, M, 300)] == [300, 300]
     again = plaid.search(Q, M, 5)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a[1], b[1])
     assert plaid_params(10, {}) == (4, 0.5, 128, 1024)
     assert plaid_params(500, {"ncells": 3})[0] == 3 and plaid_params(500, {})[2] == 4096
@@ -122,12 +123,12 @@ def test_pids_subset_is_respected(data: dict) -> None:
     plaid, exact, Q, M = data["plaid"], data["exact"], data["Q"][:4], data["M"][:4]
     rng = np.random.default_rng(0)
     big = np.sort(rng.choice(N, 1600, replace=False))  # above max_exact_subset: probed, then filtered
-    for scores, pids in plaid.search(Q, M, 20, pids=big):
+    for _scores, pids in plaid.search(Q, M, 20, pids=big):
         assert pids.size == 20 and set(pids.tolist()) <= set(big.tolist())
     small = np.sort(rng.choice(N, 30, replace=False))  # scored exactly over decompressed vectors
     hits = plaid.search(Q, M, 10, pids=small)
     ref_exact = exact.search(Q, M, 10, pids=small)
-    for (sp, pp), (se, pe) in zip(hits, ref_exact):
+    for (_sp, pp), (_se, pe) in zip(hits, ref_exact, strict=True):
         assert set(pp.tolist()) <= set(small.tolist()) and pp.size == 10
         assert len(set(pp.tolist()) & set(pe.tolist())) >= 8
     per_query = [np.array([3, 4, 5]), big, np.array([11]), np.array([], dtype=np.int64)]
@@ -140,10 +141,10 @@ def test_pids_subset_is_respected(data: dict) -> None:
 def test_load_after_build_memory_maps_and_matches(data: dict) -> None:
     plaid = data["plaid"]
     loaded = load_index(plaid.directory, device="cpu")
-    assert isinstance(loaded, PlaidIndex) and isinstance(loaded.residuals, np.memmap)
+    assert isinstance(loaded, PlaidIndex) and isinstance(loaded.segments[0].residuals, np.memmap)
     a = plaid.search(data["Q"], data["M"], 10)
     b = loaded.search(data["Q"], data["M"], 10)
-    for (sa, pa), (sb, pb) in zip(a, b):
+    for (sa, pa), (sb, pb) in zip(a, b, strict=True):
         np.testing.assert_array_equal(pa, pb)
         np.testing.assert_allclose(sa, sb, rtol=1e-6)
 
@@ -164,7 +165,7 @@ def test_pruned_interaction_equals_scanning_each_candidates_codes(data: dict) ->
     rows = torch.from_numpy(np.random.default_rng(0).choice(N, 700, replace=False))  # not sorted
     got = plaid._pruned_interaction(rows, S.T.contiguous().to(plaid.codec.dtype), keep)
 
-    codes, offsets, lens, K = np.asarray(plaid.codes), plaid.tok_offsets, plaid.doclens, keep.numpy()
+    codes, offsets, lens, K = np.asarray(plaid.segments[0].codes), plaid.tok_offsets, plaid.doclens, keep.numpy()
     expected = []
     for r in rows.tolist():
         c = codes[offsets[r] : offsets[r] + lens[r]].astype(np.int64)

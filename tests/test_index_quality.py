@@ -40,7 +40,7 @@ def _chunks(v: np.ndarray, lens: np.ndarray, per: int = 256) -> Iterator[tuple[n
 
 def _run(index, data: dict, k: int) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
     hits = index.search(data["Q"], data["M"], k)
-    return {q: [data["doc_ids"][p] for p in pids] for q, (_, pids) in zip(data["qids"], hits)}
+    return {q: [data["doc_ids"][p] for p in pids] for q, (_, pids) in zip(data["qids"], hits, strict=True)}
 
 
 def test_plaid_quality_matches_exact_search(medline: dict, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -165,20 +166,43 @@ def test_pickled_files_are_refused_and_never_executed(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each backend: three segments (a build and two adds) and tombstones in the second segment."""
     root = tmp_path_factory.mktemp("corrupt")
-    v, lens, _ = make_collection(120, dim=32, seed=6)
+    v, lens, _ = make_collection(140, dim=32, seed=6)
+    starts = np.concatenate([[0], np.cumsum(lens)])
     out = {}
     for kind in ("exact", "plaid"):
-        build_index(root / kind, chunked(v, lens), dim=32, index_type=kind)
+        index = build_index(root / f"{kind}-1", chunked(v[: starts[100]], lens[:100]), dim=32, index_type=kind)
+        index, _ = index.add(root / f"{kind}-2", [(v[starts[100] : starts[130]], lens[100:130])])
+        index, _ = index.add(root / f"{kind}-3", [(v[starts[130] :], lens[130:])])
+        index.delete(root / kind, [105, 110, 111])
         out[kind] = root / kind
     return out
 
 
 def _copy(src: Path, dst: Path) -> Path:
-    dst.mkdir()
-    for f in src.iterdir():
-        (dst / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(src, dst)
     return dst
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_built_fixture_has_every_kind_of_file(built: dict[str, Path]) -> None:
+    segment = ["doclens.npy", "pids.npy"]
+    expected = {
+        "exact": segment + ["vectors.npy"],
+        "plaid": segment + ["codes.npy", "residuals.npy", "ivf_rows.npy", "ivf_offsets.npy"],
+    }
+    for kind, folder in built.items():
+        index = load_index(folder)
+        assert [s.rows for s in index.segments] == [100, 30, 10] and index.tombstones.tolist() == [105, 110, 111]
+        want = ["metadata.json", "tombstones.npy"] + [
+            f"segments/seg-00000{i}/{f}" for i in (1, 2, 3) for f in expected[kind]]
+        if kind == "plaid":
+            want += [f"codec/{f}" for f in ("centroids.npy", "bucket_cutoffs.npy", "bucket_weights.npy")]
+        assert _files(folder) == sorted(want)
 
 
 def test_missing_index_folder_is_not_found(tmp_path: Path) -> None:
@@ -186,25 +210,53 @@ def test_missing_index_folder_is_not_found(tmp_path: Path) -> None:
         load_index(tmp_path / "nothing")
 
 
-PLAID_FILES = ["codes.npy", "residuals.npy", "centroids.npy", "ivf_rows.npy", "ivf_offsets.npy", "doclens.npy",
-               "pids.npy", "deleted.npy", "bucket_weights.npy", "metadata.json"]
+def _damage_each(built: Path, tmp_path: Path, label: str, damage) -> list[str]:  # type: ignore[no-untyped-def]
+    """Damage each file of a fresh copy in turn; describe every case that did not raise a
+    `CorruptIndexError` naming the file (its segment folder included) and asking for a rebuild."""
+    problems = []
+    for n, rel in enumerate(_files(built)):
+        d = _copy(built, tmp_path / f"{label}-{n}")
+        if damage(d / rel) is False:
+            continue
+        try:
+            load_index(d, device="cpu")
+            problems.append(f"{label} {rel}: no error")
+        except CorruptIndexError as exc:
+            if rel not in str(exc) or "rebuil" not in str(exc):
+                problems.append(f"{label} {rel}: message does not name it or ask for a rebuild: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the type is what is checked
+            problems.append(f"{label} {rel}: {type(exc).__name__}: {exc}")
+    return problems
 
 
-@pytest.mark.parametrize("kind,name", [("exact", n) for n in ["vectors.npy", "doclens.npy", "metadata.json"]]
-                         + [("plaid", n) for n in PLAID_FILES])
-def test_missing_or_truncated_file_is_corrupt_naming_it(
-    built: dict[str, Path], tmp_path: Path, kind: str, name: str
-) -> None:
-    d = _copy(built[kind], tmp_path / "missing")
-    (d / name).unlink()
-    with pytest.raises(CorruptIndexError, match=name.replace(".", r"\.")) as err:
-        load_index(d)
-    assert "rebuilt" in str(err.value)
-    d = _copy(built[kind], tmp_path / "truncated")
-    data = (d / name).read_bytes()
-    (d / name).write_bytes(data[: max(1, len(data) - 9)])
-    with pytest.raises(CorruptIndexError, match=name.replace(".", r"\.")):
-        load_index(d)
+@pytest.mark.parametrize("kind", ["exact", "plaid"])
+def test_every_file_of_every_segment_is_checked(built: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    def missing(p: Path) -> None:
+        p.unlink()
+
+    def truncated(p: Path) -> None:
+        data = p.read_bytes()
+        p.write_bytes(data[: max(1, len(data) - 9)])
+
+    def fewer_rows(p: Path) -> bool:
+        if p.suffix != ".npy":
+            return False
+        arr = np.load(p)
+        np.save(p, arr[:-1])
+        return True
+
+    def wrong_dtype(p: Path) -> bool:
+        if p.suffix != ".npy":
+            return False
+        arr = np.load(p)
+        np.save(p, arr.astype(np.float64 if arr.dtype != np.float64 else np.int8))
+        return True
+
+    problems: list[str] = []
+    for label, damage in (("missing", missing), ("truncated", truncated), ("fewer-rows", fewer_rows),
+                          ("dtype", wrong_dtype)):
+        problems += _damage_each(built[kind], tmp_path, label, damage)
+    assert problems == []
 
 
 @pytest.mark.parametrize("kind", ["exact", "plaid"])
@@ -217,38 +269,73 @@ def test_wrong_format_version_is_corrupt(built: dict[str, Path], tmp_path: Path,
         load_index(d)
 
 
-def test_wrong_shape_or_dtype_is_corrupt(built: dict[str, Path], tmp_path: Path) -> None:
-    d = _copy(built["plaid"], tmp_path / "shape")
-    codes = np.load(d / "codes.npy")
-    np.save(d / "codes.npy", codes[:-1])
-    with pytest.raises(CorruptIndexError, match=r"codes\.npy.*shape"):
-        load_index(d)
-    np.save(d / "codes.npy", codes.astype(np.float32))
-    with pytest.raises(CorruptIndexError, match=r"codes\.npy.*dtype"):
-        load_index(d)
-    np.save(d / "codes.npy", np.full_like(codes, 30000))
-    with pytest.raises(CorruptIndexError, match=r"codes\.npy"):
+def _with_meta(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
+    meta = json.loads((folder / "metadata.json").read_text())
+    change(meta)
+    (folder / "metadata.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere", "seg-1", "", 7])
+def test_segment_names_outside_the_layout_are_corrupt(built: dict[str, Path], tmp_path: Path, name: object) -> None:
+    d = _copy(built["exact"], tmp_path / "n")
+    _with_meta(d, lambda m: m["segments"][1].update(name=name))
+    with pytest.raises(CorruptIndexError, match=r"metadata\.json.*segment"):
         load_index(d)
 
 
-@pytest.mark.parametrize("kind,name", [("plaid", "codes.npy"), ("exact", "vectors.npy")])
+def test_inconsistent_values_are_corrupt(built: dict[str, Path], tmp_path: Path) -> None:
+    seg2 = Path("segments") / "seg-000002"
+    d = _copy(built["plaid"], tmp_path / "codes")
+    codes = np.load(d / seg2 / "codes.npy")
+    np.save(d / seg2 / "codes.npy", np.full_like(codes, 30000))
+    with pytest.raises(CorruptIndexError, match=r"seg-000002/codes\.npy holds codes outside"):
+        load_index(d)
+    d = _copy(built["plaid"], tmp_path / "ivf")
+    rows = np.load(d / seg2 / "ivf_rows.npy")
+    np.save(d / seg2 / "ivf_rows.npy", rows + 30)  # the segment has 30 rows
+    with pytest.raises(CorruptIndexError, match=r"seg-000002/ivf_rows\.npy points outside"):
+        load_index(d)
+    d = _copy(built["exact"], tmp_path / "pids")
+    np.save(d / seg2 / "pids.npy", np.arange(90, 120, dtype=np.int64))  # overlaps the first segment's pids
+    with pytest.raises(CorruptIndexError, match="overlap"):
+        load_index(d)
+    d = _copy(built["exact"], tmp_path / "tomb")
+    np.save(d / "tombstones.npy", np.array([105, 110, 500], dtype=np.int64))
+    with pytest.raises(CorruptIndexError, match=r"tombstones\.npy names pids that are not stored"):
+        load_index(d)
+    d = _copy(built["exact"], tmp_path / "tokens")
+    _with_meta(d, lambda m: m["segments"][2].update(tokens=m["segments"][2]["tokens"] + 1))
+    with pytest.raises(CorruptIndexError, match=r"seg-000003/doclens\.npy sums to"):
+        load_index(d)
+    d = _copy(built["plaid"], tmp_path / "centroids")
+    _with_meta(d, lambda m: m["segments"][2].update(num_centroids=m["codec"]["num_centroids"] + 1))
+    with pytest.raises(CorruptIndexError, match="seg-000003"):
+        load_index(d)
+
+
+@pytest.mark.parametrize("kind,name", [("plaid", "seg-000003/codes.npy"), ("exact", "seg-000002/vectors.npy"),
+                                       ("plaid", "../codec/centroids.npy")])
 def test_planted_pickle_is_corrupt_and_not_executed(
     built: dict[str, Path], tmp_path: Path, kind: str, name: str
 ) -> None:
     marker = tmp_path / "PWNED"
     d = _copy(built[kind], tmp_path / "pickle")
-    (d / name).write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(CorruptIndexError, match=name.replace(".", r"\.")):
+    target = d / "segments" / name
+    target.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(CorruptIndexError, match=target.name.replace(".", r"\.")):
         load_index(d)
     assert not marker.exists()
 
 
 def test_loaded_arrays_are_memory_mapped(built: dict[str, Path]) -> None:
     plaid = load_index(built["plaid"], device="cpu")
-    assert isinstance(plaid.codes, np.memmap) and isinstance(plaid.residuals, np.memmap)
+    for segment in plaid.segments:
+        assert isinstance(segment.codes, np.memmap) and isinstance(segment.residuals, np.memmap)
+        assert isinstance(segment.ivf_rows, np.memmap)
     exact = load_index(built["exact"], device="cpu")
-    assert isinstance(exact.vectors, np.memmap)
+    assert all(isinstance(s.vectors, np.memmap) for s in exact.segments)
     meta = json.loads((built["plaid"] / "metadata.json").read_text())
-    assert meta["format_version"] == 1 and meta["kind"] == "plaid"
+    assert meta["format_version"] == 2 and meta["kind"] == "plaid"
     # paths inside an index are relative: the folder can be moved
-    assert all(not os.path.isabs(str(v)) for v in meta.values() if isinstance(v, str))
+    names = [s["name"] for s in meta["segments"]]
+    assert all(not os.path.isabs(n) and "/" not in n for n in names)

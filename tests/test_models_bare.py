@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from .conftest import data_dir
-from .fixtures_models import save_weights, write_bare_bert
 from lateragkit import scoring
 from lateragkit.models import load_encoder
+
+from .conftest import data_dir
+from .fixtures_models import save_weights, write_bare_bert
 
 
 @pytest.fixture(scope="module")

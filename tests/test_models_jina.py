@@ -50,7 +50,7 @@ def jina_reference_forward(state: dict[str, torch.Tensor], cfg: dict, ids: torch
 
     bias = torch.zeros(B, 1, 1, S).masked_fill(mask[:, None, None, :] == 0, float("-inf"))
     for i in range(cfg["num_hidden_layers"]):
-        L = lambda k: p(f"encoder.layers.{i}.{k}")  # noqa: E731
+        L = lambda k, i=i: p(f"encoder.layers.{i}.{k}")  # noqa: E731
         qkv = (x @ L("mixer.Wqkv.weight").T + L("mixer.Wqkv.bias")).view(B, S, 3, nh, hd)
         q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
         q, k = rope(q), rope(k)
@@ -77,6 +77,7 @@ def test_loads_natively(enc):
     assert enc.backbone.kind == "jina-xlmr-rope" and enc.format == "stanford"
     assert enc.model.config.rope_parameters["rope_theta"] == 10000.0  # read from config.json
     assert enc.dim == 16 and enc.query_maxlen == 32 and enc.max_tokens == 8194 and enc.doc_maxlen == 8192
+    assert enc.rerank_doc_maxlen == enc.rules.query_cap == 8194 - 4  # RAGatouille: max_position_embeddings - 4
 
 
 def test_exact_tokens_and_sentencepiece_skiplist(enc):
@@ -100,9 +101,9 @@ def test_exact_tokens_and_sentencepiece_skiplist(enc):
 
 
 def test_forward_equals_plain_torch_reference(enc, ckpt):
-    texts = ["Wie viele Einwohner hat Berlin?", "The quick brown fox jumps over the lazy dog, twice."]
+    texts = ["Wie viele Einwohner hat Berlin?", " ".join(["The quick brown fox jumps over the lazy dog."] * 3)]
     toks = enc.tok.tokenize_queries(texts)
-    assert len(toks[0].ids) == 32 < len(toks[1].ids)  # the long query follows its tokens
+    assert len(toks[0].ids) == 32 < len(toks[1].ids) == 36  # RAGatouille: 27 words -> int(27 * 1.35) rows
     Q, Q_mask = enc.encode_queries(texts)
     for i, t in enumerate(toks):
         ids, mask = torch.tensor([t.ids]), torch.tensor([t.attention])

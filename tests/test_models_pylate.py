@@ -1,4 +1,4 @@
-"""PyLate / sentence-transformers ColBERT layout (tiny random BERT + Dense chain)."""
+"""PyLate / sentence-transformers ColBERT layout (tiny random BERT or ModernBERT + Dense chain)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from lateragkit.exceptions import CheckpointFormatError
 from lateragkit.models import load_encoder
 
-from .fixtures_models import write_pylate_bert
+from .fixtures_models import ENGLISH_TEXTS, rename_norms_to_legacy, write_pylate_bert, write_pylate_modernbert
+from .test_models_lengths import pylate_query
 
 CLS, SEP, MASK, PAD = 4, 5, 6, 0
 
@@ -125,3 +126,82 @@ def test_bad_pylate_folders(ckpt, tmp_path):
     (folder / "2_Dense" / "config.json").write_text(json.dumps({**cfg, "bias": False}))
     with pytest.raises(CheckpointFormatError, match="Dense weights"):
         load_encoder(folder, device="cpu")
+
+
+# --------------------------------------------------------------------------------------------- legacy norm names
+
+def test_layernorm_gamma_beta_as_pylate_1_6_writes_them(ckpt, enc, tmp_path):
+    """PyLate 1.6 pins transformers <= 5.3, whose save_pretrained writes BERT norms as LayerNorm.gamma / .beta."""
+    folder = tmp_path / "legacy"
+    shutil.copytree(ckpt, folder)
+    assert rename_norms_to_legacy(folder) == 2 * (1 + 2 * 2)  # embeddings + 2 per layer, weight and bias
+    keys = set(load_file(str(folder / "model.safetensors")))
+    assert "embeddings.LayerNorm.gamma" in keys and "encoder.layer.1.output.LayerNorm.beta" in keys
+    assert not any(k.endswith("LayerNorm.weight") for k in keys)
+    other = load_encoder(folder, device="cpu")
+    texts = ["hello, world", "the quick brown fox jumps over the lazy dog."]
+    assert torch.equal(other.encode_queries(texts)[0], enc.encode_queries(texts)[0])
+    assert torch.equal(other.encode_documents(texts)[0], enc.encode_documents(texts)[0])
+
+
+# --------------------------------------------------------------------------------------------- ModernBERT
+
+@pytest.fixture(scope="module")
+def modern(tmp_path_factory):
+    return write_pylate_modernbert(tmp_path_factory.mktemp("modernbert") / "ckpt", tokenizer_max_length=256)
+
+
+def _modern_reference(folder, ids, mask):
+    """transformers' own ModernBertModel + the Dense head, on the same files."""
+    from transformers import ModernBertModel
+
+    model = ModernBertModel.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        x = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return F.normalize(x @ load_file(str(folder / "1_Dense" / "model.safetensors"))["linear.weight"].T, dim=-1)
+
+
+def test_modernbert_pylate_checkpoint(modern):
+    """GTE-ModernColBERT-v1 layout: native ModernBertModel, PyLate's prefixes and lengths, [MASK] expansion."""
+    from transformers import ModernBertModel
+
+    enc = load_encoder(modern, device="cpu")
+    assert isinstance(enc.model, ModernBertModel) and enc.backbone.kind == "native:modernbert"
+    assert (enc.format, enc.dim, enc.query_maxlen, enc.doc_maxlen) == ("pylate", 16, 32, 300)
+    assert (enc.rerank_doc_maxlen, enc.max_tokens) == (300, 512)  # the tokenizer's model_max_length 256 is moot
+    tok = enc.tokenizer
+    q_id, d_id = tok.convert_tokens_to_ids("[Q] "), tok.convert_tokens_to_ids("[D] ")
+    assert tok.mask_token_id not in (None, tok.pad_token_id)
+
+    queries = ["What is late interaction?", " ".join(["retrieval, ranking"] * 20)]  # the second is cut at 32
+    toks = enc.tok.tokenize_queries(queries)
+    for text, t in zip(queries, toks, strict=True):
+        assert (t.ids, t.attention) == pylate_query(tok, text, 32, q_id)
+    assert toks[0].ids[-1] == tok.mask_token_id and toks[1].ids[-1] == tok.sep_token_id
+    Q, Q_mask = enc.encode_queries(queries)
+    ref = _modern_reference(modern, torch.tensor([t.ids for t in toks]), torch.tensor([t.attention for t in toks]))
+    assert Q_mask.all() and Q.shape == (2, 32, 16)
+    torch.testing.assert_close(Q, ref, atol=2e-5, rtol=0)
+
+    # documents: ST strips the text; a long one spans several 16-token local-attention windows
+    docs = ["  Late interaction, as in ColBERT: every token counts.  ", " ".join(ENGLISH_TEXTS[:4])]
+    skip = set(tok.convert_tokens_to_ids(list(string.punctuation)))
+    vectors, doclens = enc.encode_documents(docs, bsize=2)
+    expect = []
+    for text in docs:
+        raw = tok(text.strip(), truncation=True, max_length=299)["input_ids"]
+        row = raw[:1] + [d_id] + raw[1:]
+        assert enc.tok.tokenize_documents([text], 300) == [row]
+        r = _modern_reference(modern, torch.tensor([row]), torch.ones(1, len(row), dtype=torch.long))[0]
+        expect.append(r[torch.tensor([t not in skip for t in row])])
+    assert len(expect[1]) > 48 and doclens.tolist() == [len(e) for e in expect]
+    torch.testing.assert_close(vectors.float(), torch.cat(expect), atol=2e-3, rtol=0)
+
+
+def test_modernbert_legacy_norm_names(modern, tmp_path):
+    folder = tmp_path / "legacy"
+    shutil.copytree(modern, folder)
+    assert rename_norms_to_legacy(folder) > 0  # ModernBERT norms have no bias: `norm.gamma` only
+    texts = ["hello, world", "late interaction"]
+    a, b = load_encoder(modern, device="cpu"), load_encoder(folder, device="cpu")
+    assert torch.equal(a.encode_documents(texts)[0], b.encode_documents(texts)[0])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,19 @@ def test_loads_from_hub_cache(hub_cache, ckpt):
     assert enc.name_or_path == "someorg/tiny-colbert" and enc.format == "stanford"
 
 
+@pytest.mark.parametrize("name", ["./nonexistent", "../nonexistent", "~/nonexistent-lateragkit-model", "a/b/c"])
+def test_local_paths_get_no_download_hint(tmp_path, monkeypatch, name):
+    """A local path is never looked up on the hub: the message names the folder, not `huggingface-cli download`."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ModelNotFoundError) as info:
+        load_encoder(name)
+    message = str(info.value)
+    where = (Path(name).expanduser() if name.startswith("~") else tmp_path / name).absolute()
+    assert message.startswith(f"No folder at {where}") and "huggingface-cli" not in message
+    assert "config.json" in message and "colbert-ir/colbertv2.0" in message
+
+
 def test_local_folder_is_stored_as_absolute_path(ckpt, monkeypatch):
     monkeypatch.chdir(ckpt.parent)
     enc = load_encoder(ckpt.name, device="cpu")
@@ -66,8 +80,10 @@ def test_missing_names_raise_model_not_found(hub_cache, tmp_path):
         load_encoder(None, language="en")
     with pytest.raises(ModelNotFoundError, match="jinaai/jina-colbert-v2"):
         load_encoder(language="de")
-    with pytest.raises(ModelNotFoundError, match="No checkpoint folder"):
-        load_encoder(str(tmp_path / "no" / "such" / "folder"))
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(ModelNotFoundError, match=f"No folder at {missing}") as info:
+        load_encoder(str(missing))
+    assert f"nearest existing folder is {tmp_path}" in str(info.value) and "huggingface-cli" not in str(info.value)
     afile = tmp_path / "weights.bin"
     afile.write_bytes(b"x")
     with pytest.raises(ModelNotFoundError, match="not a checkpoint folder"):

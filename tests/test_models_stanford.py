@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from lateragkit.exceptions import CheckpointFormatError
 from lateragkit.models import load_encoder
 
-from .fixtures_models import save_weights, write_stanford_bert
+from .fixtures_models import rename_norms_to_legacy, save_weights, write_stanford_bert
 
 PAD, Q_MARK, D_MARK, UNK, CLS, SEP, MASK = range(7)
 
@@ -86,18 +86,20 @@ def test_exact_query_tokens(enc):
     assert [t.attention for t in toks] == mask.tolist()
 
 
-def test_long_query_is_not_cut_to_query_maxlen(enc):
-    text = " ".join(["quick brown fox, lazy dog!"] * 10)  # 50 words, ~70 tokens
-    n_tokens = len(enc.tokenizer(text)["input_ids"]) + 1
+def test_long_query_follows_ragatouille(enc):
+    """RAGatouille: max(32, min(int(words * 1.35), max_position_embeddings - 4)) rows, the query cut to it."""
+    text = " ".join(["quick brown fox, lazy dog!"] * 10)  # 50 words -> 67 rows; 73 ids: cut, [SEP] kept
+    n_ids = len(enc.tokenizer(text)["input_ids"]) + 1
+    expect = max(32, min(int(len(text.split(" ")) * 1.35), 128 - 4))
     [q] = enc.tok.tokenize_queries([text])
-    expect = max(32, min(enc.max_tokens, max(int(len(text.split(" ")) * 1.35), n_tokens)))
-    assert len(q.ids) == expect > 32
-    assert q.ids[:2] == [CLS, Q_MARK] and SEP in q.ids and q.ids.index(SEP) == n_tokens - 1
+    assert n_ids > expect == 67 == len(q.ids)
+    ids, mask = _stanford_query_tensorize(enc.tokenizer, [text], expect)  # colbert-ai at query_maxlen 67
+    assert [q.ids] == ids.tolist() and [q.attention] == mask.tolist()
     Q, Q_mask = enc.encode_queries([text, "hello"])
     assert Q.shape[1] == expect and Q_mask[0].all() and Q_mask[1].sum() == 32
-    # a query longer than the backbone is cut at max_tokens, keeping [SEP]
-    [q] = enc.tok.tokenize_queries([text * 3])
-    assert len(q.ids) == enc.max_tokens and q.ids[-1] == SEP
+    # more words than the backbone takes: capped at max_position_embeddings - 4 = 124, keeping [SEP]
+    [q] = enc.tok.tokenize_queries([" ".join([text] * 3)])
+    assert len(q.ids) == 124 and q.ids[-1] == SEP and MASK not in q.ids
 
 
 def test_attend_to_mask_tokens_from_metadata(ckpt, tmp_path):
@@ -119,7 +121,7 @@ def test_exact_document_tokens_and_skiplist(enc):
     punct = {tok.encode(p, add_special_tokens=False)[0] for p in string.punctuation}
     assert set(enc.tok.skiplist) == punct
     keep = enc.tok.doc_keep(ids)
-    assert [i for i, k in zip(ids, keep) if k] == [i for i in ids if i not in punct]
+    assert [i for i, k in zip(ids, keep, strict=True) if k] == [i for i in ids if i not in punct]
     _, doclens = enc.encode_documents([text])
     assert doclens.tolist() == [sum(keep)]
     # truncation keeps [SEP] and the marker
@@ -167,6 +169,11 @@ def test_weight_file_formats(ckpt, enc, tmp_path, how):
     torch.testing.assert_close(other.encode_documents(texts)[0], enc.encode_documents(texts)[0])
 
 
+def _drop_bert_prefix(state):
+    for key in [k for k in state if k.startswith("bert.")]:
+        state[key[5:]] = state.pop(key)
+
+
 def _edit_state(folder, fn):
     state = load_file(str(folder / "model.safetensors"))
     fn(state)
@@ -185,8 +192,7 @@ def _edit_state(folder, fn):
         (lambda f: _edit_state(f, lambda s: s.update({"linear.weight": torch.zeros(16, 7)})), "linear.weight"),
         (lambda f: _edit_state(f, lambda s: s.update({"bert.embeddings.word_embeddings.weight": torch.zeros(5, 32)})),
          "shape"),
-        (lambda f: _edit_state(f, lambda s: s.update({k[5:]: s.pop(k) for k in [k for k in s if k.startswith("bert.")]})),
-         "prefix"),
+        (lambda f: _edit_state(f, _drop_bert_prefix), "prefix"),
         (lambda f: (f / "model.safetensors").write_bytes(b"not a safetensors file"), "cannot read"),
         (lambda f: (f / "artifact.metadata").write_text("{not json"), "artifact.metadata"),
         (lambda f: (f / "artifact.metadata").write_text(json.dumps({"query_token_id": "[NOPE]"})), "query marker"),
@@ -215,3 +221,11 @@ def test_defaults_without_artifact_metadata(ckpt, tmp_path):
     enc = load_encoder(folder, device="cpu")
     assert (enc.format, enc.query_maxlen, enc.doc_maxlen) == ("stanford", 32, 128)
     assert not enc.tok.settings.attend_to_mask_tokens and enc.tok.settings.mask_punctuation
+
+
+def test_legacy_layernorm_names_under_the_bert_prefix(ckpt, enc, tmp_path):
+    folder = _copy(ckpt, tmp_path)
+    assert rename_norms_to_legacy(folder) == 10
+    assert "bert.embeddings.LayerNorm.gamma" in load_file(str(folder / "model.safetensors"))
+    texts = ["hello, world!"]
+    assert torch.equal(load_encoder(folder, device="cpu").encode_documents(texts)[0], enc.encode_documents(texts)[0])

@@ -72,7 +72,7 @@ def test_index_search_quality_and_shape(rag, adi_index, adi):
     results = rag.search([queries[q] for q in judged], index_name="adi", k=10)
     assert isinstance(results, list) and len(results) == len(judged)
     run = {}
-    for qid, rows in zip(judged, results):
+    for qid, rows in zip(judged, results, strict=True):
         assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
         assert all(RESULT_KEYS <= set(r) for r in rows)
         assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
@@ -84,7 +84,7 @@ def test_index_search_quality_and_shape(rag, adi_index, adi):
     one_in_list = rag.search([queries[judged[0]]], k=3)
     assert isinstance(one_in_list[0], list)  # a one-element list of queries still gives a list of lists
     # content is the passage text of the document it claims to be
-    by_id = dict(zip(ids, texts))
+    by_id = dict(zip(ids, texts, strict=True))
     for r in single:
         assert r["content"] in by_id[r["document_id"]]
         assert r["document_metadata"]["n"] == int(r["document_id"])
@@ -93,7 +93,7 @@ def test_index_search_quality_and_shape(rag, adi_index, adi):
 def test_search_matches_exhaustive_maxsim_ranking(rag, adi_index, adi):
     """The index ranks the same top passages as exhaustive MaxSim over the same model and passages."""
     ids, texts, queries, qrels = adi
-    n = rag._state_for("adi").index.num_passages
+    n = rag._snapshot("adi").index.num_passages
     passages = [r["content"] for r in rag.search("retrieval", index_name="adi", k=n)]
     assert len(set(passages)) == n
     qs = list(queries.values())
@@ -105,13 +105,14 @@ def test_search_matches_exhaustive_maxsim_ranking(rag, adi_index, adi):
         rag.clear_encoded_docs()
     indexed = rag.search(qs, index_name="adi", k=5)
     # Residual compression (nbits=2) swaps near-ties: compare over all 35 queries.
-    top1 = np.mean([i[0]["content"] == e[0]["content"] for i, e in zip(indexed, exact)])
-    overlap = np.mean([len({r["content"] for r in i} & {r["content"] for r in e}) / 5 for i, e in zip(indexed, exact)])
+    top1 = np.mean([i[0]["content"] == e[0]["content"] for i, e in zip(indexed, exact, strict=True)])
+    overlap = np.mean([len({r["content"] for r in i} & {r["content"] for r in e}) / 5
+                       for i, e in zip(indexed, exact, strict=True)])
     assert top1 >= 0.8 and overlap >= 0.8, (top1, overlap)
     # the index's scores are exact MaxSim over the decompressed vectors: close to the uncompressed ones
     # (compression errors are heavy-tailed, a few percent on a few passages: compare their distribution)
     rel = []
-    for q, rows in zip(qs, indexed):
+    for q, rows in zip(qs, indexed, strict=True):
         exact_score = {r["content"]: r["score"] for r in rag.rerank(q, [r["content"] for r in rows], k=5)}
         rel += [abs(r["score"] - exact_score[r["content"]]) / exact_score[r["content"]] for r in rows]
     assert np.median(rel) <= 0.03 and np.percentile(rel, 90) <= 0.08, (np.median(rel), np.percentile(rel, 90))
@@ -120,7 +121,7 @@ def test_search_matches_exhaustive_maxsim_ranking(rag, adi_index, adi):
 def test_k_larger_than_candidates_returns_all(rag, adi_index, adi):
     # RAGatouille #130: a k above the default candidate budget used to return fewer results.
     rows = rag.search("information retrieval systems", index_name="adi", k=1000)
-    assert len(rows) == rag._state_for("adi").index.num_passages
+    assert len(rows) == rag._snapshot("adi").index.num_passages
     assert len({r["passage_id"] for r in rows}) == len(rows)
 
 
@@ -176,7 +177,7 @@ def test_delete_then_search_returns_right_text(rag, adi):
     rag.delete_from_index(["1", "2", "3", ids[9]], index_name="crud_delete")
     rows = rag.search(target[:200], index_name="crud_delete", k=5)
     assert rows[0]["document_id"] == ids[10] and rows[0]["content"] in target
-    by_id = dict(zip(ids, texts))
+    by_id = dict(zip(ids, texts, strict=True))
     for r in rag.search("information", index_name="crud_delete", k=50):
         assert r["document_id"] not in {"1", "2", "3", ids[9]}
         assert r["content"] in by_id[r["document_id"]]
@@ -234,14 +235,14 @@ def test_parameter_combinations(rag, adi, with_ids, with_meta, split):
               max_document_length=64, split_documents=split)
     rows = rag.search(texts[3][:100], index_name=name, k=3)
     assert rows[0]["content"] in collection[3] or rows[0]["content"] in long_text
-    n_passages = rag._state_for(name).index.num_passages
+    n_passages = rag._snapshot(name).index.num_passages
     assert (n_passages > 6) == split
     for r in rows:
         assert ("document_metadata" in r) == with_meta
         if with_ids:
             assert r["document_id"] in set(doc_ids)
     rag.delete_from_index(doc_ids[1] if with_ids else rows[0]["document_id"], index_name=name)
-    assert rag._state_for(name).index.num_passages < n_passages
+    assert rag._snapshot(name).index.num_passages < n_passages
 
 
 def test_splitting_respects_max_document_length(rag, adi):
@@ -353,7 +354,7 @@ def test_encode_and_search_encoded_docs_quality(rag, adi):
     rag.encode(texts[half:])  # appending without metadata works (a RAGatouille crash)
     judged = [q for q in queries if q in qrels]
     results = rag.search_encoded_docs([queries[q] for q in judged], k=10)
-    run = {q: [ids[r["result_index"]] for r in rows] for q, rows in zip(judged, results)}
+    run = {q: [ids[r["result_index"]] for r in rows] for q, rows in zip(judged, results, strict=True)}
     assert _ndcg10(run, qrels) > 0.42
     first = results[0][0]
     assert texts[first["result_index"]] == first["content"]

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lateragkit.index import build_index
-from lateragkit.index import plaid as plaid_mod
+from lateragkit.index import build_index, plaid_build, plaid_search
 from lateragkit.models import encoder as encoder_mod
 from lateragkit.models import load_encoder
 
@@ -86,7 +85,7 @@ def test_exact_stage_decompresses_in_token_bounded_blocks(plaid_data, monkeypatc
     expected = index.search(Q, M, k)
 
     budget = 100
-    monkeypatch.setattr(plaid_mod, "EXACT_TOKENS", budget)
+    monkeypatch.setattr(plaid_search, "EXACT_TOKENS", budget)
     decompressed: list[int] = []
     original = index.decompress_rows
 
@@ -101,7 +100,7 @@ def test_exact_stage_decompresses_in_token_bounded_blocks(plaid_data, monkeypatc
     longest = int(plaid_data["lens"].max())
     assert len(decompressed) > 10 * Q.shape[0]
     assert max(decompressed) <= max(budget, longest)
-    for (s_exp, p_exp), (s_got, p_got) in zip(expected, got):
+    for (s_exp, p_exp), (s_got, p_got) in zip(expected, got, strict=True):
         assert len(p_got) == k
         np.testing.assert_array_equal(p_got, p_exp)
         np.testing.assert_allclose(s_got, s_exp, rtol=0, atol=1e-5)
@@ -113,6 +112,40 @@ def test_training_sample_is_gathered_blockwise_as_float32(tmp_path: Path) -> Non
     np.save(tmp_path / "v.npy", v)
     mm = np.load(tmp_path / "v.npy", mmap_mode="r")
     rows = np.sort(rng.choice(1000, 333, replace=False))
-    got = plaid_mod._gather_float32(mm, rows, block=50)
+    got = plaid_build.gather_float32(mm, rows, block=50)
     assert got.dtype == np.float32 and got.shape == (333, 8)
     np.testing.assert_array_equal(got, v[rows].astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["exact", "plaid"])
+def test_merges_copy_rows_in_token_bounded_blocks(tmp_path: Path, monkeypatch, kind: str) -> None:
+    from lateragkit.index import segments as segments_mod
+    from lateragkit.index.storage import NpyAppender
+
+    v, lens, _ = make_collection(300, 32, seed=12)
+    starts = np.concatenate([[0], np.cumsum(lens)])
+    index = build_index(tmp_path / "a", [(v[: starts[250]], lens[:250])], dim=32, index_type=kind)
+    index, _ = index.add(tmp_path / "b", [(v[starts[250] :], lens[250:])])
+    index = index.delete(tmp_path / "c", np.arange(0, 300, 7))
+    expected_rows = np.setdiff1d(np.arange(300), np.arange(0, 300, 7))
+
+    blocks: list[int] = []
+    append = NpyAppender.append
+
+    def spy(self, block):  # type: ignore[no-untyped-def]
+        if self.path.name in ("vectors.npy", "codes.npy"):
+            blocks.append(int(np.asarray(block).shape[0]))
+        return append(self, block)
+
+    monkeypatch.setattr(segments_mod, "COPY_TOKENS", 100)
+    monkeypatch.setattr(NpyAppender, "append", spy)
+    compacted = index.compact(tmp_path / "d")
+    assert len(blocks) > 10 and max(blocks) <= max(100, int(lens.max()))
+    # blocking changes nothing: the kept rows, in order, with their tokens
+    assert compacted.live_pids().tolist() == expected_rows.tolist() and compacted.num_rows == expected_rows.size
+    (segment,) = compacted.segments
+    arrays = segment.token_arrays()
+    name = "vectors.npy" if kind == "exact" else "codes.npy"
+    source = np.concatenate([np.asarray(s.token_arrays()[name]) for s in index.segments])
+    tok = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in expected_rows])
+    np.testing.assert_array_equal(np.asarray(arrays[name]), source[tok])

@@ -90,7 +90,8 @@ def test_overlap_exact() -> None:
     chunks = TokenSplitter(ws_spans, 4, 1).split(text)
     assert texts(chunks) == ["one two three four", "four five six seven", "seven eight nine ten"]
     chunks = TokenSplitter(ws_spans, 4, 2).split(text)
-    assert texts(chunks) == ["one two three four", "three four five six", "five six seven eight", "seven eight nine ten"]
+    assert texts(chunks) == ["one two three four", "three four five six", "five six seven eight",
+                             "seven eight nine ten"]
     assert [c.start for c in chunks] == [0, 8, 19, 28]
 
 
@@ -315,7 +316,7 @@ def test_ragatouille_style_splitter_fn() -> None:
     def sentence_splitter(documents, document_ids, chunk_size=256):
         calls["chunk_size"] = chunk_size
         out = []
-        for doc, doc_id in zip(documents, document_ids):
+        for doc, doc_id in zip(documents, document_ids, strict=True):
             sentences = re.findall(r"[^.]+\.", doc)
             # Overlapping windows of two sentences, stripped, as LlamaIndex's SentenceSplitter would.
             for i in range(max(1, len(sentences) - 1)):
@@ -339,7 +340,7 @@ def test_ragatouille_style_splitter_fn() -> None:
     assert passages[0].metadata == {"k": 1} and passages[0].metadata is not passages[1].metadata
 
     def rewriting(documents, document_ids):
-        return [{"document_id": d, "content": t.upper()} for t, d in zip(documents, document_ids)]
+        return [{"document_id": d, "content": t.upper()} for t, d in zip(documents, document_ids, strict=True)]
 
     # chunk_size is not passed to a function that does not take it.
     (p,) = split_documents(["abc"], ["z"], document_splitter_fn=rewriting, splitter_kwargs={"chunk_size": 9})
@@ -356,7 +357,8 @@ def test_preprocessing_fn_contract() -> None:
         ["Hello World again", "Foo Bar"], ["a", "b"],
         splitter=TokenSplitter(ws_spans, 2, 0), preprocessing_fn=lambda xs: [x.lower() for x in xs],
     )
-    assert [(p.content, p.start, p.end) for p in passages] == [("hello world", 0, 11), ("again", 12, 17), ("foo bar", 0, 7)]
+    assert [(p.content, p.start, p.end) for p in passages] == [
+        ("hello world", 0, 11), ("again", 12, 17), ("foo bar", 0, 7)]
     chained = split_documents(
         ["Ab"], ["a"], preprocessing_fn=[lambda xs: [x.lower() for x in xs], lambda xs: [x + "!" for x in xs]]
     )

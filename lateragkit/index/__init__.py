@@ -1,8 +1,12 @@
 """Passage indexes over packed token vectors: `build_index`, `load_index`, `PassageIndex`.
 
-Two backends share one interface (see docs/ARCHITECTURE.md):
+Backends register by kind (`registry`); two ship with lateragkit and share one interface
+(see docs/ARCHITECTURE.md):
 - ``"exact"``: float16 vectors, exhaustive MaxSim — small collections, or when asked for;
 - ``"plaid"``: ColBERTv2 residual compression searched with PLAID's four stages.
+
+An index is a list of immutable segments plus per-version tombstones (`base`); adds and deletes write
+O(change) new versions that hard-link the unchanged files.
 """
 from __future__ import annotations
 
@@ -14,13 +18,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..exceptions import CorruptIndexError, IndexNotFoundError
-from .base import FORMAT_VERSION, META_FILE, PassageIndex, iter_packed, prepare_dir, read_meta, resolve_device
-from .exact import ExactIndex, build_exact
-from .plaid import DEFAULT_NBITS, PlaidIndex, build_plaid, check_nbits
-from .storage import NpyAppender, VersionedDir
+from .base import SPILL_FILE, PassageIndex, prepare_dir, resolve_device
+from .codec import check_nbits
+from .exact import ExactIndex
+from .meta import FORMAT_VERSION, META_FILE, read_meta
+from .packed import spill_batches
+from .plaid import PlaidIndex
+from .plaid_build import DEFAULT_NBITS
+from .registry import backend_class, kinds
+from .storage import VersionedDir
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +41,15 @@ __all__ = [
     "VersionedDir",
     "FORMAT_VERSION",
     "AUTO_EXACT_BELOW",
+    "kinds",
 ]
 
 # "auto" picks the exact index below this many passages (k-means has too little data, brute force is fast).
 AUTO_EXACT_BELOW = 2000
-_SPILL = ".spill-vectors.npy"
+
+
+def _auto_kind(num_passages: int) -> str:
+    return "exact" if num_passages < AUTO_EXACT_BELOW else "plaid"
 
 
 def build_index(
@@ -60,69 +72,54 @@ def build_index(
     (``num_passages`` decides when given, else the count of passages actually received).
     ``nbits`` (PLAID only): 1, 2 or 4 bits per dimension, default 2.
     """
-    if index_type not in ("auto", "exact", "plaid"):
-        raise ValueError(f"index_type must be 'auto', 'exact' or 'plaid', not {index_type!r}")
+    if index_type != "auto" and index_type not in kinds():
+        raise ValueError(f"index_type must be 'auto' or one of {list(kinds())}, not {index_type!r}")
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
         raise ValueError(f"dim must be a positive int, got {dim!r}")
     dim = int(dim)
-    if nbits is not None or index_type == "plaid":
+    if nbits is not None or index_type == PlaidIndex.kind:
         check_nbits(DEFAULT_NBITS if nbits is None else nbits, dim)
     dev = resolve_device(device)
     directory = prepare_dir(directory)
-
-    kind = index_type
-    if kind == "auto" and num_passages is not None:
-        kind = "exact" if num_passages < AUTO_EXACT_BELOW else "plaid"
-    if kind == "exact":
-        return build_exact(directory, batches, dim=dim, device=dev)
-
-    # Spill every chunk to one .npy under the staging folder; PLAID then samples and compresses from it.
-    spill = directory / _SPILL
-    doclens_list = []
+    kind = _auto_kind(num_passages) if index_type == "auto" and num_passages is not None else index_type
+    spill = directory / SPILL_FILE
     try:
-        with NpyAppender(spill, np.float16, (dim,)) as out:
-            bar = tqdm(desc="indexing: reading vectors", unit="passage", disable=not show_progress, total=num_passages)
-            for vecs, lens in iter_packed(batches, dim):
-                out.append(vecs)
-                doclens_list.append(lens)
-                bar.update(int(lens.size))
-            bar.close()
-        doclens = np.concatenate(doclens_list) if doclens_list else np.zeros(0, dtype=np.int64)
+        doclens = spill_batches(spill, batches, dim, show_progress=show_progress, total=num_passages)
         if num_passages is not None and num_passages != doclens.size:
             logger.warning("num_passages=%d given but %d passages were received", num_passages, doclens.size)
         if kind == "auto":
-            kind = "exact" if doclens.size < AUTO_EXACT_BELOW else "plaid"
-        if kind == "exact":
-            return build_exact(directory, (), dim=dim, device=dev, spilled=(spill, doclens))
-        return build_plaid(
-            directory,
-            spill,
-            doclens,
-            dim=dim,
-            nbits=DEFAULT_NBITS if nbits is None else int(nbits),
-            device=dev,
-            seed=seed,
+            kind = _auto_kind(int(doclens.size))
+        return backend_class(kind).build(
+            directory, spill, doclens, dim=dim, device=dev, nbits=nbits, seed=seed, num_centroids=num_centroids,
             show_progress=show_progress,
-            num_centroids=num_centroids,
         )
     finally:
         spill.unlink(missing_ok=True)
 
 
-def load_index(directory: str | os.PathLike[str], *, device: str | torch.device | None = None) -> PassageIndex:
-    """Open an index folder written by `build_index` (its arrays memory-mapped).
+def load_index(
+    directory: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    reuse: PassageIndex | None = None,
+) -> PassageIndex:
+    """Open an index folder written by `build_index` or an update (its arrays memory-mapped).
+
+    ``reuse``: an index already open (e.g. the one a write returned, whose folder was then renamed into
+    place): its loaded segments and codec are reused wherever this folder holds the very same files (hard
+    links), so re-opening after a write costs O(new files), not O(index).
 
     `IndexNotFoundError` when the folder does not exist; `CorruptIndexError` naming the file on any
-    missing, truncated, mis-shaped, pickled or other-version file.
+    missing, truncated, mis-shaped, pickled or other-version file. Folders of format 1 (lateragkit 0.1)
+    open as an index of one segment; their next write converts them to format 2 by hard links.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise IndexNotFoundError(f"no index at {directory}; build one with build_index() first")
     meta = read_meta(directory)
-    dev = resolve_device(device)
-    cls: type[PassageIndex] = ExactIndex if meta["kind"] == "exact" else PlaidIndex
+    cls = backend_class(meta.kind, source=directory / META_FILE)
     try:
-        return cls(directory, meta, dev)
+        return cls.open(directory, meta, resolve_device(device), reuse=reuse)
     except CorruptIndexError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -7,10 +7,20 @@ Decoding: `x = normalize(centroid[code] + bucket_weights[bucket])`.
 """
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import torch
 
-__all__ = ["ResidualCodec", "check_nbits", "bucket_tables", "quantile_buckets"]
+from ..exceptions import CorruptIndexError
+from .kmeans import CentroidAssigner
+from .meta import CodecMeta
+from .segments import FileIdentity, file_identity
+from .storage import load_npy, save_npy
+
+__all__ = ["ResidualCodec", "StoredCodec", "check_nbits", "bucket_tables", "quantile_buckets", "CODEC_DIR",
+           "CODEC_FILES", "COARSE_FILE"]
 
 VALID_NBITS = (1, 2, 4)
 
@@ -141,3 +151,108 @@ def _take_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     if table.device.type == "cpu":
         return torch.from_numpy(np.take(table.numpy(), idx.numpy(), axis=0))
     return table.index_select(0, idx.to(torch.int32))
+
+
+# --------------------------------------------------------------------------------------------------
+# the codec of an index: its files, its device copy and its centroid assigner
+# --------------------------------------------------------------------------------------------------
+CODEC_DIR = "codec"
+CODEC_FILES = ("centroids.npy", "bucket_cutoffs.npy", "bucket_weights.npy")
+# Optional: the cell centres grouping the centroids for CPU assignment (`CentroidAssigner.coarse`), written when
+# the codec's assigner probes cells, so that no later process repeats the k-means that finds them.
+COARSE_FILE = "coarse_centroids.npy"
+
+
+class StoredCodec:
+    """The codec an index shares across its segments: `centroids` (float16 [K, dim], unit rows), bucket
+    `cutoffs`/`weights` (float32), the `CodecMeta` describing them, a `ResidualCodec` on the device and a
+    centroid assigner built on first use (kept for every later version that shares this codec; its cell
+    centres `coarse` are stored beside the codec so that other processes need not find them again)."""
+
+    def __init__(
+        self,
+        centroids: np.ndarray,
+        cutoffs: np.ndarray,
+        weights: np.ndarray,
+        meta: CodecMeta,
+        device: torch.device,
+        coarse: np.ndarray | None = None,
+    ) -> None:
+        self.centroids = centroids
+        self.cutoffs = cutoffs
+        self.weights = weights
+        self.meta = meta
+        self.device = device
+        self.coarse = coarse
+        self.codec = ResidualCodec(centroids, cutoffs, weights, meta.nbits, device)
+        self.identity: FileIdentity = ()
+        self._assigner: CentroidAssigner | None = None
+
+    @property
+    def num_centroids(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @classmethod
+    def load(cls, folder: Path, meta: CodecMeta, dim: int, device: torch.device) -> StoredCodec:
+        """Read and check the codec files of ``folder``; any problem is a `CorruptIndexError` naming the file."""
+        nbits, K, B = meta.nbits, meta.num_centroids, 1 << meta.nbits
+        if nbits not in VALID_NBITS or dim % (8 * nbits):
+            raise CorruptIndexError(f"{folder} has a codec of nbits={nbits} for dim {dim}; the index must be rebuilt")
+        centroids = load_npy(folder / "centroids.npy", dtype=np.float16, shape=(K, dim), mmap=False)
+        cutoffs = load_npy(folder / "bucket_cutoffs.npy", dtype=np.float32, shape=(B - 1,), mmap=False)
+        weights = load_npy(folder / "bucket_weights.npy", dtype=np.float32, shape=(B,), mmap=False)
+        for name, array in (("centroids.npy", centroids), ("bucket_cutoffs.npy", cutoffs),
+                            ("bucket_weights.npy", weights)):
+            if not np.all(np.isfinite(array)):
+                raise CorruptIndexError(f"{folder / name} holds non-finite values; the index must be rebuilt")
+        coarse = None
+        if (folder / COARSE_FILE).exists():
+            coarse = load_npy(folder / COARSE_FILE, dtype=np.float32, shape=(None, dim), mmap=False)
+            if not 2 <= coarse.shape[0] <= K or not np.all(np.isfinite(coarse)):
+                raise CorruptIndexError(
+                    f"{folder / COARSE_FILE} does not group {K} centroids; the index must be rebuilt"
+                )
+        out = cls(centroids, cutoffs, weights, meta, device, coarse)
+        out.identity = file_identity(folder, CODEC_FILES)
+        return out
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.assigner_groups()
+        save_npy(folder / "centroids.npy", self.centroids)
+        save_npy(folder / "bucket_cutoffs.npy", self.cutoffs)
+        save_npy(folder / "bucket_weights.npy", self.weights)
+        if self.coarse is not None:
+            save_npy(folder / COARSE_FILE, self.coarse)
+
+    def assigner_groups(self) -> None:
+        """Take over the cell centres of an assigner already built (they are saved with the codec)."""
+        if self.coarse is None and self._assigner is not None:
+            self.coarse = self._assigner.coarse
+
+    def same_files(self, folder: Path) -> bool:
+        return bool(self.identity) and file_identity(folder, CODEC_FILES) == self.identity
+
+    def assigner(self) -> CentroidAssigner:
+        """The nearest-centroid assigner (built once per codec: on CPU with many centroids it groups them)."""
+        if self._assigner is None:
+            self._assigner = CentroidAssigner(self.codec.centroids.float(), seed=self.meta.seed, coarse=self.coarse)
+        return self._assigner
+
+    def calibrated(self, cutoffs: np.ndarray, weights: np.ndarray, meta: CodecMeta) -> StoredCodec:
+        """The same centroids with these bucket tables (the assigner built so far is kept)."""
+        out = StoredCodec(self.centroids, cutoffs, weights, meta, self.device, self.coarse)
+        out._assigner = self._assigner
+        return out
+
+    def extended(self, extra: np.ndarray) -> StoredCodec:
+        """A new codec with the centroids ``extra`` appended (existing codes stay valid)."""
+        centroids = np.concatenate([self.centroids, extra.astype(np.float16)])
+        meta = dataclasses.replace(
+            self.meta,
+            num_centroids=int(centroids.shape[0]),
+            centroids_added_since_build=self.meta.centroids_added_since_build + int(extra.shape[0]),
+        )
+        self.assigner_groups()  # the same cells group the appended centroids (each joins its nearest cell)
+        return StoredCodec(centroids, self.cutoffs, self.weights, meta, self.device, self.coarse)
+

@@ -30,9 +30,9 @@ EXACT_ASSIGN_MAX_K = 4096
 ASSIGN_BATCH = 1 << 15
 
 try:  # faiss is a dependency, but the torch path keeps the index usable without it
-    import faiss  # type: ignore[import-untyped]
+    import faiss
 except ImportError:  # pragma: no cover - exercised only where faiss is missing
-    faiss = None
+    faiss = None  # type: ignore[assignment]
 
 
 # Below this many multiply-adds a k-means runs on one thread: thread start-up and spinning cost more
@@ -179,21 +179,32 @@ class CentroidAssigner:
     """Nearest centroid (max inner product) of each vector: `assign(x) -> int64 codes`."""
 
     def __init__(
-        self, centroids: torch.Tensor, *, probe: int = 4, exact: bool | None = None, seed: int = 0
+        self,
+        centroids: torch.Tensor,
+        *,
+        probe: int = 4,
+        exact: bool | None = None,
+        seed: int = 0,
+        coarse: np.ndarray | None = None,
     ) -> None:
+        """``coarse``: the grouping's cell centres (float32 [G, dim]) from an earlier assigner of the same
+        centroids (`self.coarse`), which skips the k-means that finds them; ignored when ``exact``."""
         self.centroids = centroids.float()
         self.device = centroids.device
         K = int(centroids.shape[0])
         if exact is None:
             exact = self.device.type == "cuda" or K <= EXACT_ASSIGN_MAX_K
         self.exact = exact
+        self.coarse: np.ndarray | None = None
         if not exact:
             # Group the centroids into ~sqrt(K) cells; a vector scores only the centroids of the `probe`
             # cells whose means are closest to it.
-            kc = max(2, int(round(math.sqrt(K))))
-            C = self.centroids.cpu().numpy()
-            coarse = _flat_kmeans(C, kc, niter=10, seed=seed, device=torch.device("cpu"))
-            coarse_t = torch.from_numpy(coarse).to(self.device)
+            if coarse is None:
+                kc = max(2, int(round(math.sqrt(K))))
+                coarse = _flat_kmeans(self.centroids.cpu().numpy(), kc, niter=10, seed=seed, device=torch.device("cpu"))
+            self.coarse = np.ascontiguousarray(coarse, dtype=np.float32)
+            kc = int(self.coarse.shape[0])
+            coarse_t = torch.from_numpy(self.coarse).to(self.device)
             cell = _nearest_l2(self.centroids, coarse_t)
             order = torch.argsort(cell, stable=True)
             counts = torch.bincount(cell, minlength=kc)

@@ -255,10 +255,8 @@ class NpyAppender:
         if self._fh.closed:
             return
         shape = (self.rows, *self.row_shape)
-        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (
-            np.lib.format.dtype_to_descr(self.dtype),
-            shape,
-        )
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        header = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
         # magic (6) + version (2) + header length (2) + header text padded with spaces and a newline
         room = self.HEADER_BYTES - 10
         text = header.ljust(room - 1) + "\n"
@@ -302,13 +300,14 @@ def load_npy(
     if not isinstance(array, np.ndarray):  # np.load returns NpzFile for zip archives
         raise CorruptIndexError(f"{path} is not a single .npy array; {_REBUILD}")
     if dtype is not None:
-        allowed = [np.dtype(d) for d in (dtype if isinstance(dtype, (list, tuple)) else [dtype])]
+        wanted: Sequence[Any] = dtype if isinstance(dtype, (list, tuple)) else [dtype]
+        allowed = [np.dtype(d) for d in wanted]
         if array.dtype not in allowed:
             raise CorruptIndexError(
                 f"{path} has dtype {array.dtype}, expected {' or '.join(map(str, allowed))}; {_REBUILD}"
             )
     if shape is not None:
-        ok = array.ndim == len(shape) and all(s is None or int(s) == a for s, a in zip(shape, array.shape))
+        ok = array.ndim == len(shape) and all(s is None or int(s) == a for s, a in zip(shape, array.shape, strict=True))
         if not ok:
             want = tuple("*" if s is None else int(s) for s in shape)
             raise CorruptIndexError(f"{path} has shape {array.shape}, expected {want}; {_REBUILD}")

@@ -36,8 +36,12 @@ EXTRAS = {
 __all__ = [*_LAZY, "EXTRAS", "missing_extra"]
 
 if TYPE_CHECKING:
-    from .langchain import LateragkitCompressor, LateragkitRetriever, LateragkitTextSplitter
-    from .llama_index import LateragkitLlamaRetriever, LateragkitNodeParser, LateragkitRerank
+    from .langchain import LateragkitCompressor as LateragkitCompressor
+    from .langchain import LateragkitRetriever as LateragkitRetriever
+    from .langchain import LateragkitTextSplitter as LateragkitTextSplitter
+    from .llama_index import LateragkitLlamaRetriever as LateragkitLlamaRetriever
+    from .llama_index import LateragkitNodeParser as LateragkitNodeParser
+    from .llama_index import LateragkitRerank as LateragkitRerank
 
 
 def missing_extra(extra: str, error: ImportError) -> MissingExtraError:

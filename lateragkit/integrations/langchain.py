@@ -228,7 +228,7 @@ class LateragkitTextSplitter(BaseDocumentTransformer):
         if len(metas) != len(texts):
             raise ValueError(f"got {len(texts)} texts but {len(metas)} metadatas; pass one per text")
         return self.split_documents(
-            [Document(page_content=t, metadata=m) for t, m in zip(texts, metas)]
+            [Document(page_content=t, metadata=m) for t, m in zip(texts, metas, strict=True)]
         )
 
     def split_documents(self, documents: Iterable[Document]) -> list[Document]:

@@ -153,7 +153,8 @@ class LateragkitRerank(BaseNodePostprocessor):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("model_name", _common.model_name(model))
-        super().__init__(top_n=top_n, keep_retrieval_score=keep_retrieval_score, **kwargs)
+        # pydantic: these are fields of this subclass, which its generated __init__ accepts
+        super().__init__(top_n=top_n, keep_retrieval_score=keep_retrieval_score, **kwargs)  # type: ignore[call-arg]
         self._model = model
 
     @field_validator("top_n")
@@ -250,7 +251,8 @@ class LateragkitNodeParser(TextSplitter):
         **kwargs: Any,
     ) -> None:
         max_tokens, overlap_tokens = _common.resolve_budget(token_spans, max_tokens, overlap_tokens)
-        super().__init__(max_tokens=max_tokens, overlap_tokens=overlap_tokens, **kwargs)
+        # pydantic: these are fields of this subclass, which its generated __init__ accepts
+        super().__init__(max_tokens=max_tokens, overlap_tokens=overlap_tokens, **kwargs)  # type: ignore[call-arg]
         self._splitter = _common.build_token_splitter(token_spans, max_tokens, overlap_tokens)
 
     @classmethod
@@ -304,7 +306,7 @@ class LateragkitNodeParser(TextSplitter):
         # repeated text; the splitter's offsets are exact, so put them back.
         exact = [(getattr(n, "start_char_idx", None), getattr(n, "end_char_idx", None)) for n in nodes]
         nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
-        for node, (start, end) in zip(nodes, exact):
+        for node, (start, end) in zip(nodes, exact, strict=True):
             if isinstance(node, TextNode) and start is not None:
                 node.start_char_idx, node.end_char_idx = start, end
         return nodes

@@ -1,8 +1,9 @@
 """Checkpoint loading and encoding: text -> L2-normalised token vectors.
 
 `load_encoder(name_or_path)` reads Stanford `HF_ColBERT` checkpoints (BERT, XLM-R, jina-colbert-v2's
-XLM-R + RoPE), PyLate / sentence-transformers ColBERT models, and bare encoders (late interaction over
-their own token vectors), with native transformers classes only.
+XLM-R + RoPE, jina-colbert-v1-en's JinaBERT + ALiBi), PyLate / sentence-transformers ColBERT models (BERT,
+ModernBERT, ...), and bare encoders (late interaction over their own token vectors), with native transformers
+classes or lateragkit's own plain-torch JinaBERT: never code from a checkpoint.
 """
 from __future__ import annotations
 

@@ -4,9 +4,12 @@
   class of `config.json`, attention through SDPA.
 - jina's "xlm-roberta-flash-implementation" (XLM-R + RoPE, jina-colbert-v2): `JinaEmbeddingsV3Model` with a
   config built from the flash config and the checkpoint keys remapped (checkpoints.md §3.4).
+- JinaBERT (symmetric ALiBi, GLU feed-forward; jina-colbert-v1-en): lateragkit's own plain-torch model
+  (`jinabert.py`), the checkpoint keys as they are.
 
 Models are built on the meta device and receive the checkpoint tensors directly (no random init), with every
-missing or unexpected key reported as a `CheckpointFormatError`.
+missing or unexpected key reported as a `CheckpointFormatError`. Legacy LayerNorm names (`gamma` / `beta`, as
+transformers <= 5.3 writes BERT norms) are read as `weight` / `bias`, as transformers itself does on load.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from ..exceptions import CheckpointFormatError
+from .jinabert import JinaBertConfig, JinaBertModel, is_jinabert_config
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +39,8 @@ class Backbone:
     model: nn.Module
     hidden_size: int
     max_tokens: int  # most tokens one sequence may have, specials included
-    kind: str  # "native:<model_type>" or "jina-xlmr-rope"
+    kind: str  # "native:<model_type>", "jina-xlmr-rope" or "jinabert-alibi"
+    max_positions: int  # the config's max_position_embeddings (RAGatouille's lengths derive from it)
 
 
 def is_ignored_key(key: str) -> bool:
@@ -43,17 +48,14 @@ def is_ignored_key(key: str) -> bool:
 
 
 def backbone_kind(cfg: dict[str, Any]) -> str:
-    """"jina-xlmr" for jina's XLM-R flash implementation, "native" for a transformers model type."""
+    """"jina-xlmr" (jina's XLM-R flash implementation), "jinabert" (ALiBi) or "native" (a transformers model type)."""
     auto_map = cfg.get("auto_map") or {}
     remote = " ".join(str(v) for v in (auto_map.values() if isinstance(auto_map, dict) else [auto_map]))
     pos = str(cfg.get("position_embedding_type", "absolute"))
     if "xlm-roberta-flash-implementation" in remote or pos == "rotary":
         return "jina-xlmr"
-    if "jina-bert" in remote or pos == "alibi":
-        raise CheckpointFormatError(
-            "JinaBERT (ALiBi) backbones such as jina-colbert-v1-en are not supported yet; "
-            "use jinaai/jina-colbert-v2 or a BERT/XLM-R based checkpoint"
-        )
+    if is_jinabert_config(cfg):
+        return "jinabert"
     if auto_map:
         raise CheckpointFormatError(
             f"config.json asks for remote code ({remote}); lateragkit only runs native transformers "
@@ -131,7 +133,7 @@ def remap_jina_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if value.shape[0] % 3:
                 raise CheckpointFormatError(f"{key} has shape {tuple(value.shape)}, not divisible in 3 (q, k, v)")
             stem = new[: m.start()] + ".self_attn."
-            for name, part in zip("qkv", value.chunk(3, dim=0)):
+            for name, part in zip("qkv", value.chunk(3, dim=0), strict=True):
                 out[f"{stem}{name}_proj.{m.group(1)}"] = part.contiguous()
             continue
         out[new] = value
@@ -172,12 +174,34 @@ def _fix_meta_buffers(model: nn.Module, config: Any) -> None:
             module.register_buffer(name, value, persistent=False)
 
 
+_LEGACY_NORM_NAMES = ((".gamma", ".weight"), (".beta", ".bias"))
+
+
+def legacy_norm_names(state: dict[str, torch.Tensor], expected: Any) -> dict[str, torch.Tensor]:
+    """`state` with legacy norm names (`….gamma` / `….beta`) read as `….weight` / `….bias` where the model has those.
+
+    transformers <= 5.3 (the releases PyLate 1.6 pins) writes BERT LayerNorms under the legacy names; transformers
+    renames them on load, and so does lateragkit. A key is renamed only when the model lacks it and has the new name.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key not in expected:
+            for old, new in _LEGACY_NORM_NAMES:
+                if key.endswith(old) and key[: -len(old)] + new in expected:
+                    key = key[: -len(old)] + new
+                    break
+        out[key] = value
+    return out
+
+
 def _instantiate(cls: type, config: Any, state: dict[str, torch.Tensor], dtype: torch.dtype, where: str) -> nn.Module:
-    kwargs = {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(cls.__init__).parameters else {}
+    takes_pooler = "add_pooling_layer" in inspect.signature(cls).parameters
+    kwargs = {"add_pooling_layer": False} if takes_pooler else {}
     config._attn_implementation = "sdpa"
     with torch.device("meta"):
         model = cls(config, **kwargs)
     expected = model.state_dict()
+    state = legacy_norm_names(state, expected)
     missing = sorted(k for k in expected if k not in state and not is_ignored_key(k))
     unexpected = sorted(k for k in state if k not in expected and not is_ignored_key(k))
     if missing or unexpected:
@@ -244,7 +268,10 @@ def build_backbone(
         from transformers import JinaEmbeddingsV3Model
 
         model = _instantiate(JinaEmbeddingsV3Model, config, remapped, dtype, str(folder))
-        return Backbone(model, config.hidden_size, int(config.max_position_embeddings), "jina-xlmr-rope")
+        max_pos = int(config.max_position_embeddings)
+        return Backbone(model, config.hidden_size, max_pos, "jina-xlmr-rope", max_pos)
+    if kind == "jinabert":
+        return _jinabert_backbone(folder, cfg, state, prefix_required=prefix_required, dtype=dtype)
 
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
@@ -258,12 +285,30 @@ def build_backbone(
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointFormatError(f"{folder}/config.json: model_type {model_type!r} is not usable: {exc}") from exc
     try:
-        cls = MODEL_MAPPING[type(config)]
+        found: Any = MODEL_MAPPING[type(config)]
     except KeyError as exc:
         raise CheckpointFormatError(f"transformers has no base model class for model_type {model_type!r}") from exc
+    cls = next((c for c in found if c is not None), None) if isinstance(found, tuple) else found
+    if cls is None:
+        raise CheckpointFormatError(f"transformers has no base model class for model_type {model_type!r}")
     stripped = _strip_prefix(state, cls.base_model_prefix, required=prefix_required)
     model = _instantiate(cls, config, stripped, dtype, str(folder))
     max_pos = int(getattr(config, "max_position_embeddings", 512) or 512)
+    max_tokens = max_pos
     if model_type in _ROBERTA_LIKE:
-        max_pos -= int(getattr(config, "pad_token_id", 1) or 0) + 1
-    return Backbone(model, int(config.hidden_size), max_pos, f"native:{model_type}")
+        max_tokens -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return Backbone(model, int(config.hidden_size), max_tokens, f"native:{model_type}", max_pos)
+
+
+def _jinabert_backbone(
+    folder: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor], *, prefix_required: bool, dtype: torch.dtype
+) -> Backbone:
+    """JinaBERT from its checkpoint keys (under `bert.` in a Stanford folder); never jina's remote code."""
+    stripped = _strip_prefix(state, JinaBertModel.base_model_prefix, required=prefix_required)
+    emb = stripped.get("embeddings.word_embeddings.weight")
+    if emb is None:
+        raise CheckpointFormatError(f"{folder}: no word embeddings (bert.embeddings.word_embeddings.weight)")
+    config = JinaBertConfig.from_dict(cfg, vocab_size=emb.shape[0])
+    model = _instantiate(JinaBertModel, config, stripped, dtype, f"{folder} (JinaBERT, ALiBi)")
+    max_pos = config.max_position_embeddings
+    return Backbone(model, config.hidden_size, max_pos, "jinabert-alibi", max_pos)

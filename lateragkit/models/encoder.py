@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone
+from .lengths import LengthRules
 from .settings import EncoderSettings
 from .tokenization import ColBERTTokenization, QueryTokens
 
@@ -30,8 +32,11 @@ def _pad(rows: Sequence[Sequence[int]], value: int, length: int) -> torch.Tensor
 class ColBERTEncoder:
     """A loaded late-interaction encoder (see `load_encoder`).
 
-    Attributes: `name_or_path`, `dim`, `query_maxlen`, `doc_maxlen`, `max_tokens`, `device`, `dtype`,
-    `tokenizer`, `is_bare`, `format`, `num_special_doc_tokens`.
+    Attributes: `name_or_path`, `dim`, `query_maxlen`, `doc_maxlen`, `rerank_doc_maxlen`, `max_tokens`, `device`,
+    `dtype`, `tokenizer`, `is_bare`, `format`, `num_special_doc_tokens`.
+
+    `doc_maxlen` is the checkpoint's document length for indexing; `rerank_doc_maxlen` the one its reference uses
+    when reranking or encoding documents without an index (see `lengths.py`).
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class ColBERTEncoder:
         head_dim: int,
         tokenizer: Any,
         settings: EncoderSettings,
+        rules: LengthRules,
         dim: int,
         device: torch.device,
         dtype: torch.dtype,
@@ -60,9 +66,11 @@ class ColBERTEncoder:
         self.dtype = dtype
         self.max_tokens = int(backbone.max_tokens)
         self._settings = settings
-        self.query_maxlen = min(int(settings.query_maxlen), self.max_tokens)
-        self.doc_maxlen = min(int(settings.doc_maxlen), self.max_tokens)
-        self.tok = ColBERTTokenization(tokenizer, settings, self.max_tokens)
+        self.rules = rules
+        self.query_maxlen = rules.query_maxlen
+        self.doc_maxlen = rules.doc_maxlen
+        self.rerank_doc_maxlen = rules.rerank_doc_maxlen
+        self.tok = ColBERTTokenization(tokenizer, settings, rules)
 
     # ------------------------------------------------------------------------------------------ info
     @property
@@ -85,7 +93,9 @@ class ColBERTEncoder:
             "dim": self.dim,
             "native_dim": self.native_dim,
             "query_maxlen": self.query_maxlen,
+            "query_length_rule": self.rules.query_rule,
             "doc_maxlen": self.doc_maxlen,
+            "rerank_doc_maxlen": self.rerank_doc_maxlen,
             "max_tokens": self.max_tokens,
             "query_marker": s.query_marker,
             "doc_marker": s.doc_marker,
@@ -155,6 +165,15 @@ class ColBERTEncoder:
             want = self.max_tokens
         return want
 
+    def _warn_truncated(self, n_cut: int, n_docs: int, maxlen: int) -> None:
+        room = (
+            f"pass a larger max_document_length (up to {self.max_tokens}, what {self.name_or_path} takes) or split "
+            f"the documents" if maxlen < self.max_tokens else "split the documents into passages"
+        )
+        logger.warning(
+            "%d of %d documents were cut at %d tokens and their end is ignored: %s", n_cut, n_docs, maxlen, room
+        )
+
     def encode_documents(
         self,
         docs: Sequence[str],
@@ -162,17 +181,21 @@ class ColBERTEncoder:
         bsize: int = 32,
         doc_maxlen: int | None = None,
         show_progress: bool = False,
+        warn_truncated: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode documents: packed `vectors float16 [N_tokens, dim]` (CPU) and `doclens int64 [n_docs]`.
 
         Documents are batched by length (longest first) and returned in input order. Documents longer than
         `doc_maxlen` (default: the checkpoint's) are truncated; `doc_maxlen` above `max_tokens` is clamped.
+        `warn_truncated`: log one warning saying how many documents were cut, and at how many tokens.
         """
         if isinstance(docs, str):
             docs = [docs]
         docs = list(docs)
         maxlen = self._doc_maxlen(doc_maxlen)
-        all_ids = self.tok.tokenize_documents(docs, maxlen)
+        all_ids, cut = self.tok.document_tokens(docs, maxlen)
+        if warn_truncated and any(cut):
+            self._warn_truncated(sum(cut), len(docs), maxlen)
         n = len(all_ids)
         keeps = [self.tok.doc_keep(r) for r in all_ids]
         doclens = torch.tensor([sum(k) for k in keeps], dtype=torch.int64)

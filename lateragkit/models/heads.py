@@ -67,7 +67,9 @@ def load_dense(folder: Path, in_features: int) -> DenseLayer:
     if use_residual and fin != fout:
         expected.add("residual.weight")
     if set(state) != expected:
-        raise CheckpointFormatError(f"{folder}: Dense weights {sorted(state)} do not match its config ({sorted(expected)})")
+        raise CheckpointFormatError(
+            f"{folder}: Dense weights {sorted(state)} do not match its config ({sorted(expected)})"
+        )
     linear = nn.Linear(fin, fout, bias=bias, device="meta")
     lin_state = {"weight": state["linear.weight"].float()}
     if bias:

@@ -1,4 +1,4 @@
-"""`load_encoder`: name or folder -> ready `ColBERTEncoder` (Stanford, PyLate, jina XLM-R or bare)."""
+"""`load_encoder`: name or folder -> ready `ColBERTEncoder` (Stanford, PyLate, jina XLM-R, JinaBERT or bare)."""
 from __future__ import annotations
 
 import logging
@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..exceptions import CheckpointFormatError
 from .backbones import build_backbone, keep_rotary_fp32
 from .encoder import ColBERTEncoder
 from .heads import pylate_head, stanford_linear
+from .lengths import length_rules
 from .resolve import default_model_name, resolve_model_dir
 from .settings import read_config, read_settings
 from .weights import load_state_dict
@@ -79,10 +81,11 @@ def load_encoder(
     backbone = build_backbone(bb_dir, cfg, state, prefix_required=settings.format == "stanford", dtype=dtype)
     del state
 
+    head: nn.Module | None
     if settings.format == "stanford":
         assert linear_weight is not None
-        head = stanford_linear(linear_weight, backbone.hidden_size, str(folder))
-        head_dim = head.out_features
+        linear = stanford_linear(linear_weight, backbone.hidden_size, str(folder))
+        head, head_dim = linear, linear.out_features
         if settings.dim is not None and settings.dim != head_dim:
             logger.warning("%s: artifact.metadata says dim %d, linear.weight has %d rows: using %d",
                            folder, settings.dim, head_dim, head_dim)
@@ -93,12 +96,24 @@ def load_encoder(
 
     out_dim = head_dim if dim is None else int(dim)
     if not 1 <= out_dim <= head_dim:
-        raise ValueError(f"dim={dim} is not available: {name} produces {head_dim}-dimensional vectors (ask for at most that)")
+        raise ValueError(
+            f"dim={dim} is not available: {name} produces {head_dim}-dimensional vectors (ask for at most that)"
+        )
 
     tokenizer = _load_tokenizer(bb_dir)
     tmax = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tmax, int) and 16 <= tmax < backbone.max_tokens:
+    if settings.format == "bare" and isinstance(tmax, int) and 16 <= tmax < backbone.max_tokens:
+        # sentence-transformers' rule for a bare encoder: min(max_position_embeddings, model_max_length). ColBERT
+        # checkpoints pass their own lengths to the tokenizer (colbert-ai, PyLate), so its model_max_length is moot.
         backbone.max_tokens = tmax
+    rules = length_rules(
+        fmt=settings.format,
+        backbone_kind=backbone.kind,
+        query_maxlen=settings.query_maxlen,
+        doc_maxlen=settings.doc_maxlen,
+        max_positions=backbone.max_positions,
+        max_tokens=backbone.max_tokens,
+    )
 
     backbone.model.to(dev)
     keep_rotary_fp32(backbone.model)
@@ -112,6 +127,7 @@ def load_encoder(
         head_dim=head_dim,
         tokenizer=tokenizer,
         settings=settings,
+        rules=rules,
         dim=out_dim,
         device=dev,
         dtype=dtype,

@@ -13,7 +13,9 @@ DEFAULT_ENGLISH_MODEL = "colbert-ir/colbertv2.0"
 DEFAULT_MULTILINGUAL_MODEL = "jinaai/jina-colbert-v2"
 
 # Files never needed to run a checkpoint with PyTorch (jina-colbert-v2 ships a multi-GB ONNX export).
-_IGNORE_PATTERNS = ["*.onnx", "*.onnx_data", "onnx/*", "*.msgpack", "*.h5", "*.ot", "*.tflite", "openvino/*", "coreml/*"]
+_IGNORE_PATTERNS = [
+    "*.onnx", "*.onnx_data", "onnx/*", "*.msgpack", "*.h5", "*.ot", "*.tflite", "openvino/*", "coreml/*",
+]
 
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -21,7 +23,8 @@ _TRUE = {"1", "on", "yes", "true"}
 def default_model_name(language: str = "en") -> str:
     """The default checkpoint for a language: colbertv2.0 for English, jina-colbert-v2 for any other."""
     lang = (language or "en").strip().lower()
-    return DEFAULT_ENGLISH_MODEL if lang in {"en", "eng", "english"} or lang.startswith("en-") else DEFAULT_MULTILINGUAL_MODEL
+    english = lang in {"en", "eng", "english"} or lang.startswith("en-")
+    return DEFAULT_ENGLISH_MODEL if english else DEFAULT_MULTILINGUAL_MODEL
 
 
 def hub_offline() -> bool:
@@ -55,6 +58,18 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
+def _no_folder(name: str, path: Path) -> ModelNotFoundError:
+    """The error for a local path with nothing there (never a download hint: a path is not a hub repo)."""
+    where = path.absolute()
+    parent = next((p for p in where.parents if p.is_dir()), None)
+    hint = f" (the nearest existing folder is {parent})" if parent is not None and parent != where.parent else ""
+    return ModelNotFoundError(
+        f"No folder at {where}{hint}: {name!r} reads as a local path, so it is not looked up on the Hugging Face "
+        f"hub. Pass the folder that holds the checkpoint's config.json, or a hub repo id such as "
+        f"{DEFAULT_ENGLISH_MODEL!r}."
+    )
+
+
 def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
     """Local folder of a checkpoint: a local directory as is, else a hub repo from the cache or downloaded.
 
@@ -66,9 +81,11 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
     if path.is_dir():
         return path.resolve()
     if path.exists():
-        raise ModelNotFoundError(f"{name!r} is a file, not a checkpoint folder: pass the folder that holds config.json.")
+        raise ModelNotFoundError(
+            f"{name!r} is a file, not a checkpoint folder: pass the folder that holds config.json."
+        )
     if _looks_like_path(name):
-        raise ModelNotFoundError(f"No checkpoint folder at {name!r}. " + _how_to_get(name))
+        raise _no_folder(name, path)
 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
@@ -77,7 +94,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
     try:
         return Path(snapshot_download(name, cache_dir=cache_dir, local_files_only=True))
     except HFValidationError as exc:
-        raise ModelNotFoundError(f"{name!r} is neither a local folder nor a valid Hugging Face repo id ({exc}).") from exc
+        raise ModelNotFoundError(
+            f"{name!r} is neither a local folder nor a valid Hugging Face repo id ({exc})."
+        ) from exc
     except Exception as exc:  # LocalEntryNotFoundError and friends: not in the cache
         cached_error: Exception = exc
     if hub_offline():

@@ -42,6 +42,8 @@ class EncoderSettings:
     dim: int | None = None  # declared output dim (artifact.metadata), checked against the head
     backbone_subdir: str = ""  # sentence-transformers: folder of the Transformer module
     dense_dirs: list[str] = field(default_factory=list)  # PyLate: Dense modules applied in order
+    strip_text: bool = False  # sentence-transformers strips every text before tokenizing it
+    lowercase: bool = False  # sentence-transformers `do_lower_case`
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,6 +86,13 @@ def _is_pylate(mods: list[dict[str, Any]], st_cfg: dict[str, Any]) -> bool:
     if str(st_cfg.get("model_type", "")).lower() == "colbert" or st_cfg.get("similarity_fn_name") == "MaxSim":
         return True
     return "query_prefix" in st_cfg or "query_length" in st_cfg
+
+
+def _st_lowercase(folder: Path) -> bool:
+    """`do_lower_case` of a sentence-transformers Transformer module folder (False when absent)."""
+    path = folder / "sentence_bert_config.json"
+    cfg = _read_json(path) if path.is_file() else {}
+    return isinstance(cfg, dict) and bool(cfg.get("do_lower_case", False))
 
 
 def _transformer_subdir(folder: Path, mods: list[dict[str, Any]]) -> str:
@@ -160,8 +169,11 @@ def _pylate_settings(folder: Path, mods: list[dict[str, Any]]) -> EncoderSetting
         s.skiplist_words = tuple(str(w) for w in (PUNCTUATION if words is None else words))
     except (TypeError, ValueError) as exc:
         raise CheckpointFormatError(f"{st_path} holds an invalid value: {exc}") from exc
+    if s.query_maxlen < 3 or s.doc_maxlen < 3:
+        raise CheckpointFormatError(f"{st_path}: query_length and document_length must be at least 3")
     s.mask_punctuation = bool(s.skiplist_words)
     s.backbone_subdir = _transformer_subdir(folder, mods)
+    s.strip_text, s.lowercase = True, _st_lowercase(folder / s.backbone_subdir)
     for m in mods:
         kind = str(m.get("type", ""))
         if kind.endswith("Transformer") or kind.endswith("Normalize"):
@@ -198,6 +210,8 @@ def _bare_settings(folder: Path, mods: list[dict[str, Any]] | None) -> EncoderSe
         skiplist_mode="none",
         skiplist_words=(),
         backbone_subdir=sub,
+        strip_text=True,
+        lowercase=_st_lowercase(folder / sub),
     )
 
 

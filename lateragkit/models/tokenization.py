@@ -1,21 +1,25 @@
 """ColBERT query/document tokenization (Stanford `QueryTokenizer`/`DocTokenizer` semantics, checkpoints.md §1).
 
-Query: `[CLS] [Q] q1 .. qn [SEP]`, then (query expansion) the mask token up to the query length; the mask
-positions are attention keys only when `attend_to_mask_tokens`; every position of the query length is scored.
-The query length follows RAGatouille: `max(query_maxlen, min(max_tokens, int(n_words * 1.35)))`, raised to the
-query's own token count so that a long query is never cut silently below `max_tokens`.
+Query: `[CLS] [Q] q1 .. qn [SEP]` truncated to the query length (keeping [SEP]), then (query expansion) the mask
+token up to it; the mask positions are attention keys only when `attend_to_mask_tokens`; every position of the
+query length is scored. The query length is the checkpoint format's rule (`lengths.py`): RAGatouille's
+`max(query_maxlen, min(int(n_words * 1.35), max_position_embeddings - 4))` for Stanford checkpoints, PyLate's
+fixed `query_length` for PyLate ones. A truncated query is logged (one warning per call).
 
 Document: `[CLS] [D] d1 .. dn [SEP]` truncated to `doc_maxlen`; punctuation in the skiplist is dropped.
 
 Bare encoders: no markers, no expansion, no skiplist (queries and documents are plain tokenizer output).
+sentence-transformers formats (PyLate, bare) strip each text first (and lowercase it under `do_lower_case`).
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..exceptions import CheckpointFormatError
+from .lengths import LengthRules
 from .settings import EncoderSettings
 
 logger = logging.getLogger(__name__)
@@ -73,11 +77,11 @@ def build_skiplist(tokenizer: Any, settings: EncoderSettings) -> frozenset[int]:
 class ColBERTTokenization:
     """Token-level ColBERT semantics over a Hugging Face fast tokenizer."""
 
-    def __init__(self, tokenizer: Any, settings: EncoderSettings, max_tokens: int) -> None:
+    def __init__(self, tokenizer: Any, settings: EncoderSettings, rules: LengthRules) -> None:
         self.tokenizer = tokenizer
         self.settings = settings
-        self.max_tokens = int(max_tokens)
-        self.query_maxlen = min(int(settings.query_maxlen), self.max_tokens)
+        self.rules = rules
+        self.query_maxlen = rules.query_maxlen
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -85,28 +89,50 @@ class ColBERTTokenization:
         self.query_marker_id = (
             _token_id(tokenizer, settings.query_marker, "query marker") if settings.query_marker else None
         )
-        self.doc_marker_id = _token_id(tokenizer, settings.doc_marker, "document marker") if settings.doc_marker else None
+        self.doc_marker_id = (
+            _token_id(tokenizer, settings.doc_marker, "document marker") if settings.doc_marker else None
+        )
         self.mask_id: int | None = None
         if settings.query_expansion:
-            if tokenizer.mask_token_id is None:
-                raise CheckpointFormatError("query expansion needs a mask token, but the tokenizer has none")
-            self.mask_id = int(tokenizer.mask_token_id)
+            self.mask_id = self._expansion_id()
         self.skiplist = build_skiplist(tokenizer, settings)
         self.num_special = int(tokenizer.num_special_tokens_to_add(pair=False))
+
+    def _expansion_id(self) -> int:
+        """The query expansion token: the mask token (PyLate falls back on EOS for models without one)."""
+        tok = self.tokenizer
+        if tok.mask_token_id is not None:
+            return int(tok.mask_token_id)
+        if self.settings.format == "pylate" and tok.eos_token_id is not None:
+            return int(tok.eos_token_id)
+        raise CheckpointFormatError("query expansion needs a mask token, but the tokenizer has none")
 
     # ------------------------------------------------------------------------------------------ helpers
     @property
     def num_special_doc_tokens(self) -> int:
         return self.num_special + (self.doc_marker_id is not None)
 
-    def _encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    def _prepare(self, texts: Sequence[str]) -> list[str]:
+        s = self.settings
+        out = [t.strip() for t in texts] if s.strip_text else list(texts)
+        return [t.lower() for t in out] if s.lowercase else out
+
+    def _encode(self, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+        """Ids of each text truncated to `max_length` (specials included), and whether it was truncated."""
         if not texts:
-            return []
+            return [], []
         out = self.tokenizer(
-            list(texts), add_special_tokens=True, truncation=True, max_length=max(1, max_length),
-            return_attention_mask=False, return_token_type_ids=False,
+            self._prepare(texts), add_special_tokens=True, truncation=True, max_length=max(1, max_length),
+            return_overflowing_tokens=True, return_attention_mask=False, return_token_type_ids=False,
         )
-        return [list(ids) for ids in out["input_ids"]]
+        ids: list[list[int] | None] = [None] * len(texts)
+        cut = [False] * len(texts)
+        for row, i in zip(out["input_ids"], out["overflow_to_sample_mapping"], strict=True):
+            if ids[i] is None:
+                ids[i] = list(row)
+            else:
+                cut[i] = True
+        return [row or [] for row in ids], cut
 
     @staticmethod
     def _insert(ids: list[int], marker: int | None) -> list[int]:
@@ -117,42 +143,52 @@ class ColBERTTokenization:
         return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
 
     # ------------------------------------------------------------------------------------------ queries
-    def query_length(self, text: str, n_ids: int) -> int:
-        """Padded length of an expanded query (specials and marker included)."""
-        words = int(len(text.split(" ")) * 1.35)
-        return max(self.query_maxlen, min(self.max_tokens, max(words, n_ids)))
+    def query_length(self, text: str) -> int:
+        """Rows of a query (specials and marker included): padded to it with expansion, else at most it."""
+        return self.rules.query_length(text)
 
     def tokenize_queries(self, texts: Sequence[str]) -> list[QueryTokens]:
         s = self.settings
         n_marker = int(self.query_marker_id is not None)
-        limit = self.max_tokens if s.query_expansion else self.query_maxlen
-        encoded = self._encode(texts, self.max_tokens - n_marker)
-        out: list[QueryTokens] = []
-        recut = [i for i, ids in enumerate(encoded) if len(ids) + n_marker > limit]
-        if recut:
+        lengths = [self.query_length(t) for t in texts]
+        groups: dict[int, list[int]] = {}
+        for i, length in enumerate(lengths):
+            groups.setdefault(length, []).append(i)
+        encoded: list[list[int]] = [[] for _ in texts]
+        cut: list[int] = []
+        for length, idx in groups.items():
+            rows, flags = self._encode([texts[i] for i in idx], length - n_marker)
+            for i, row, was_cut in zip(idx, rows, flags, strict=True):
+                encoded[i] = self._insert(row, self.query_marker_id)
+                if was_cut:
+                    cut.append(i)
+        if cut:
             logger.warning(
-                "%d quer%s longer than %d tokens truncated", len(recut), "y" if len(recut) == 1 else "ies", limit
+                "%d of %d queries were cut to their query length (%s tokens: %s); their end is ignored, as the "
+                "checkpoint's reference implementation ignores it: shorten long queries",
+                len(cut), len(texts), ", ".join(str(lengths[i]) for i in cut[:5]), self.rules.describe_query_rule(),
             )
-            for i, ids in zip(recut, self._encode([texts[i] for i in recut], limit - n_marker)):
-                encoded[i] = ids
-        for text, raw in zip(texts, encoded):
-            ids = self._insert(raw, self.query_marker_id)
+        out: list[QueryTokens] = []
+        for ids, length in zip(encoded, lengths, strict=True):
             n = len(ids)
             if s.query_expansion:
                 assert self.mask_id is not None
-                length = self.query_length(text, n)
                 extra = length - n
                 attention = [1] * n + [int(s.attend_to_mask_tokens)] * extra
-                ids = ids + [self.mask_id] * extra
-                out.append(QueryTokens(ids, attention, [True] * length))
+                out.append(QueryTokens(ids + [self.mask_id] * extra, attention, [True] * length))
             else:
                 out.append(QueryTokens(ids, [1] * n, [True] * n))
         return out
 
     # ------------------------------------------------------------------------------------------ documents
-    def tokenize_documents(self, texts: Sequence[str], maxlen: int) -> list[list[int]]:
+    def document_tokens(self, texts: Sequence[str], maxlen: int) -> tuple[list[list[int]], list[bool]]:
+        """Ids of each document truncated to `maxlen` (marker and specials included), and whether it was cut."""
         n_marker = int(self.doc_marker_id is not None)
-        return [self._insert(ids, self.doc_marker_id) for ids in self._encode(texts, maxlen - n_marker)]
+        ids, cut = self._encode(texts, maxlen - n_marker)
+        return [self._insert(row, self.doc_marker_id) for row in ids], cut
+
+    def tokenize_documents(self, texts: Sequence[str], maxlen: int) -> list[list[int]]:
+        return self.document_tokens(texts, maxlen)[0]
 
     def doc_keep(self, ids: Sequence[int]) -> list[bool]:
         """Which token vectors of a document are kept (never none: the first is kept if all are punctuation)."""

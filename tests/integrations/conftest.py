@@ -35,7 +35,7 @@ class AdiCollection:
         self.texts = [d["text"] for d in docs]
         self.titles = [d["title"] for d in docs]
         self.metadatas = [{"title": d["title"], "n": int(d["_id"])} for d in docs]
-        self.by_id = dict(zip(self.ids, self.texts))
+        self.by_id = dict(zip(self.ids, self.texts, strict=True))
         self.queries = {}
         for line in (folder / "queries.jsonl").read_text().splitlines():
             q = json.loads(line)

@@ -67,7 +67,7 @@ def test_documents_mirror_search_results(adi_rag: Any, adi: Any) -> None:
     expected = adi_rag.search(QUERY, index_name="adi", k=8)
     docs = adi_rag.as_langchain_retriever(k=8, index_name="adi").invoke(QUERY)
     assert len(docs) == len(expected) == 8
-    for rank, (doc, hit) in enumerate(zip(docs, expected), start=1):
+    for rank, (doc, hit) in enumerate(zip(docs, expected, strict=True), start=1):
         assert doc.id == hit["passage_id"]
         assert doc.page_content == hit["content"]
         meta = doc.metadata
@@ -237,7 +237,7 @@ def test_compressor_reranks_with_maxsim_and_copies(adi_rag: Any) -> None:
     out = compressor.compress_documents(docs, query)
     expected = adi_rag.rerank(query, [d.page_content for d in docs], k=4)
     assert len(out) == 4
-    for doc, hit in zip(out, expected):
+    for doc, hit in zip(out, expected, strict=True):
         source = docs[hit["result_index"]]
         assert doc.page_content == source.page_content == hit["content"]
         assert doc.id == source.id
@@ -331,7 +331,7 @@ def test_text_splitter_offsets_budget_and_metadata(adi_rag: Any, adi: Any) -> No
         parts = by_doc[source.id]
         expected = reference.split(source.page_content)
         assert len(parts) == len(expected) > 1
-        for index, (part, ref) in enumerate(zip(parts, expected)):
+        for index, (part, ref) in enumerate(zip(parts, expected, strict=True)):
             assert part.id == f"{source.id}-{index}"
             assert (part.page_content, part.metadata["start_index"], part.metadata["end_index"]) == (
                 ref.text, ref.start, ref.end)

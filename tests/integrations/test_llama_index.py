@@ -49,7 +49,7 @@ def test_nodes_mirror_search_results(adi_rag: Any, adi: Any) -> None:
     assert isinstance(retriever, LateragkitLlamaRetriever)
     results = retriever.retrieve(QUERY)
     assert len(results) == 6
-    for rank, (item, hit) in enumerate(zip(results, expected), start=1):
+    for rank, (item, hit) in enumerate(zip(results, expected, strict=True), start=1):
         node = item.node
         assert isinstance(node, TextNode)
         assert node.node_id == hit["passage_id"]
@@ -112,7 +112,7 @@ def test_rerank_scores_are_maxsim_and_nodes_are_copies(adi_rag: Any) -> None:
     out = rerank.postprocess_nodes(nodes, query_str=query)
     expected = adi_rag.rerank(query, [n.node.text for n in nodes], k=4)
     assert len(out) == 4
-    for item, hit in zip(out, expected):
+    for item, hit in zip(out, expected, strict=True):
         source = nodes[hit["result_index"]]
         assert item.node.node_id == source.node.node_id
         assert item.score == pytest.approx(hit["score"])
@@ -215,7 +215,7 @@ def test_node_parser_offsets_budget_relationships(adi_rag: Any, adi: Any) -> Non
         mine = [n for n in nodes if n.ref_doc_id == doc.doc_id]
         expected = reference.split(doc.text)
         assert len(mine) == len(expected) > 1
-        for index, (node, ref) in enumerate(zip(mine, expected)):
+        for index, (node, ref) in enumerate(zip(mine, expected, strict=True)):
             assert node.node_id == f"{doc.doc_id}-{index}"
             assert (node.text, node.start_char_idx, node.end_char_idx) == (ref.text, ref.start, ref.end)
             assert doc.text[node.start_char_idx : node.end_char_idx] == node.text

@@ -1,0 +1,336 @@
+"""Qdrant backend benchmark: SciFact quality/latency/size against exact MaxSim and PLAID, and how p50 grows.
+
+    python benchmarks/qdrant.py                         # SciFact (cached vectors) + synthetic growth
+    python benchmarks/qdrant.py --skip-synthetic        # SciFact rows only
+    python benchmarks/qdrant.py --skip-dataset --sizes 25000 50000
+
+Part 1 (SciFact): every index is built from the same cached all-MiniLM-L6-v2 token vectors that
+``benchmarks/search.py`` uses (``encode_cached``: run ``python benchmarks/search.py --encode-only scifact``
+first; this script never encodes). Rows: exhaustive exact MaxSim, PLAID nbits=2 and the embedded Qdrant
+index (qdrant-edge-py) with float32 / float16 token vectors and float16 + scalar int8 quantization, at the
+default first stage (``candidates=200``) and a candidates sweep. Columns as in ``## Search``: build seconds,
+bytes per token on disk (every file under the index folder), nDCG@10, Recall@100, p50/p95 latency of one
+query per call (k=10), QPS of one batched call. Target: Qdrant nDCG@10 within 0.01 of exact MaxSim.
+
+Part 2 (synthetic): clustered random token vectors (dim 128, 20-40 tokens per passage, ColBERTv2's width)
+in growing collections; for each size the p50 latency (k=10, one query per call) of PLAID nbits=2 (built
+for that size) and of the embedded Qdrant index (grown by adding passages), and the share of exact MaxSim's
+top 10 that each returns.
+
+Prints markdown tables and writes them to ``benchmarks/RESULTS.md`` under ``## Qdrant``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import search as search_bench  # noqa: E402  (benchmarks/search.py: cached vectors, measure(), write_section)
+
+from lateragkit import scoring  # noqa: E402
+from lateragkit.index import build_index  # noqa: E402
+from lateragkit.qdrant import QdrantIndex, QdrantLocation, QdrantOptions  # noqa: E402
+
+SECTION = "## Qdrant"
+WORK = HERE / "cache" / "qdrant"
+PARTS = ("dataset", "synthetic")  # each part's text is kept in WORK/part-<name>.md: one part can be rerun alone
+UPSERT_DOCS = 1024  # passages per upsert_documents call while building (the facade's encode chunk)
+
+
+def tree_bytes(folder: Path) -> int:
+    """Apparent size of every file under ``folder``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def passages_of(doc_ids: list[str], vectors: np.ndarray, doclens: np.ndarray, start: int = 0) -> Iterator[Any]:
+    """(document ids, passage records, vector arrays) in groups of UPSERT_DOCS passages (one per document)."""
+    offsets = np.concatenate([[0], np.cumsum(doclens)])
+    for s in range(0, len(doclens), UPSERT_DOCS):
+        e = min(len(doclens), s + UPSERT_DOCS)
+        ids = [doc_ids[i] for i in range(s, e)]
+        records = [{"passage_id": f"{d}-0", "document_id": d, "content": "", "start_char": None, "end_char": None,
+                    "document_metadata": None} for d in ids]
+        block = np.asarray(vectors[offsets[s] : offsets[e]])
+        local = offsets[s : e + 1] - offsets[s]
+        yield ids, records, [block[local[i] : local[i + 1]] for i in range(e - s)]
+
+
+def add_to_qdrant(index: QdrantIndex, doc_ids: list[str], vectors: np.ndarray, doclens: np.ndarray) -> None:
+    for ids, records, vecs in passages_of(doc_ids, vectors, doclens):
+        index.upsert_documents(ids, records, vecs)
+
+
+class QdrantRows:
+    """A `QdrantIndex` seen as `benchmarks/search.py`'s index protocol: search returns (scores, row numbers)."""
+
+    kind = "qdrant"
+
+    def __init__(self, index: QdrantIndex, folder: Path, num_tokens: int, row_of: dict[str, int]) -> None:
+        self.index, self.directory, self.num_tokens, self.row_of = index, folder, num_tokens, row_of
+
+    def search(self, Q: torch.Tensor, Q_mask: torch.Tensor, k: int, **params: Any) -> list:
+        out = []
+        for hits in self.index.search(Q, Q_mask, k, **params):
+            out.append((np.array([s for s, _ in hits], dtype=np.float32),
+                        np.array([self.row_of[rec["document_id"]] for _, rec in hits], dtype=np.int64)))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# part 1: SciFact
+# --------------------------------------------------------------------------------------------------
+def qdrant_row(name: str, index: QdrantIndex, folder: Path, data: dict[str, Any], build_s: float,
+               params: dict[str, Any], latency_queries: int) -> dict[str, Any]:
+    doclens = data["doclens"]
+    rows = QdrantRows(index, folder, int(doclens.sum()), {d: i for i, d in enumerate(data["doc_ids"])})
+    row = search_bench.measure(name, rows, data, build_s, params, latency_queries)
+    row["bytes_per_token"] = row["bytes_per_token_growing"] = tree_bytes(folder) / rows.num_tokens
+    return row
+
+
+def dataset_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    cache = search_bench.CACHE / args.dataset
+    if not (cache / "ids.json").exists():
+        raise SystemExit(f"no cached vectors in {cache}: run `python benchmarks/search.py --encode-only "
+                         f"{args.dataset}` first (this benchmark never encodes)")
+    data = search_bench.encode_cached(args.dataset)
+    vectors, doclens = data["vectors"], data["doclens"]
+    dim, tokens = int(vectors.shape[1]), int(doclens.sum())
+    work = WORK / args.dataset
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    print(f"{args.dataset}: {len(doclens)} passages, {tokens} tokens, dim {dim}, {data['Q'].shape[0]} queries",
+          flush=True)
+    rows: list[dict[str, Any]] = []
+
+    def report(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(search_bench.table(rows, rows[0]), flush=True)
+
+    chunks = search_bench.chunks
+    t0 = time.perf_counter()
+    exact = build_index(work / "exact", chunks(vectors, doclens), dim=dim, index_type="exact")
+    report(search_bench.measure("exhaustive exact MaxSim (fp16 vectors)", exact, data, time.perf_counter() - t0,
+                                {}, args.exact_latency_queries))
+    rows[-1]["bytes_per_token"] = rows[-1]["bytes_per_token_growing"] = tree_bytes(work / "exact") / tokens
+    del exact
+    t0 = time.perf_counter()
+    plaid = build_index(work / "plaid2", chunks(vectors, doclens), dim=dim, index_type="plaid", nbits=2)
+    report(search_bench.measure(f"PLAID nbits=2 (K={plaid.num_centroids})", plaid, data, time.perf_counter() - t0,
+                                {}, args.latency_queries))
+    rows[-1]["bytes_per_token"] = rows[-1]["bytes_per_token_growing"] = tree_bytes(work / "plaid2") / tokens
+    del plaid
+
+    variants = [("float32", None), ("float16", None), ("float16", "int8")]
+    for datatype, quantization in variants:
+        folder = work / f"qdrant-{datatype}-{quantization or 'none'}"
+        options = QdrantOptions(datatype=datatype, quantization=quantization)
+        t0 = time.perf_counter()
+        index = QdrantIndex.create(QdrantLocation(path=folder), dim=dim, options=options)
+        add_to_qdrant(index, data["doc_ids"], vectors, doclens)
+        build_s = time.perf_counter() - t0
+        label = f"Qdrant embedded, {datatype}{' + int8 quantization' if quantization else ''}"
+        report(qdrant_row(f"{label}, candidates={options.candidates}", index, folder, data, build_s, {},
+                          args.latency_queries))
+        if datatype == "float16" and quantization is None:
+            for candidates in args.candidates:
+                report(qdrant_row(f"{label}, candidates={candidates}", index, folder, data, build_s,
+                                  {"candidates": candidates}, args.latency_queries))
+            report(qdrant_row(f"{label}, exact=True (MaxSim over every point)", index, folder, data, build_s,
+                              {"exact": True}, args.exact_latency_queries))
+        index.close()
+    return rows, data, f"{args.dataset}: {len(doclens):,} passages, {tokens:,} token vectors (dim {dim})"
+
+
+# --------------------------------------------------------------------------------------------------
+# part 2: synthetic growth
+# --------------------------------------------------------------------------------------------------
+SYN_DIM, SYN_TOPICS = 128, 4096
+
+
+def synthetic_block(start: int, n: int, topics: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Passages start..start+n: 20-40 tokens, each a noisy copy of one of the passage's 4 topics.
+    Deterministic per passage block (seeded by ``start``). Returns (float16 vectors, doclens, topics [n, 4])."""
+    rng = np.random.default_rng(1_000_003 + start)
+    lens = rng.integers(20, 41, size=n)
+    own = rng.integers(0, len(topics), size=(n, 4))
+    which = own[np.repeat(np.arange(n), lens), rng.integers(0, 4, size=int(lens.sum()))]
+    v = topics[which] + 0.6 * rng.normal(size=(len(which), SYN_DIM)).astype(np.float32) / np.sqrt(SYN_DIM)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v.astype(np.float16), lens.astype(np.int64), own
+
+
+def synthetic_queries(topics: np.ndarray, own: np.ndarray, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    targets = rng.choice(len(own), n, replace=False)
+    q = topics[own[targets][:, np.arange(32) % 4]] + 0.6 * rng.normal(size=(n, 32, SYN_DIM)) / np.sqrt(SYN_DIM)
+    q /= np.linalg.norm(q, axis=2, keepdims=True)
+    return torch.from_numpy(q.astype(np.float32)), torch.ones(n, 32, dtype=torch.bool)
+
+
+def p50_ms(index: Any, Q: torch.Tensor, M: torch.Tensor) -> float:
+    """Median latency of one query per call, k=10 (``index.search(Q, Q_mask, k)``)."""
+    index.search(Q[:2], M[:2], 10)  # warm-up
+    lat = []
+    for i in range(Q.shape[0]):
+        t0 = time.perf_counter()
+        index.search(Q[i : i + 1], M[i : i + 1], 10)
+        lat.append(1000 * (time.perf_counter() - t0))
+    return float(np.percentile(lat, 50))
+
+
+def overlap(found: list[np.ndarray], truth: torch.Tensor) -> float:
+    return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth, strict=True)]))
+
+
+def synthetic_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(7)
+    topics = rng.normal(size=(SYN_TOPICS, SYN_DIM)).astype(np.float32)
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    work = WORK / "synthetic"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    qdrant = QdrantIndex.create(QdrantLocation(path=work / "qdrant"), dim=SYN_DIM)
+    vec_parts: list[np.ndarray] = []
+    len_parts: list[np.ndarray] = []
+    own_parts: list[np.ndarray] = []
+    have, rows = 0, []
+    for size in sorted(args.sizes):
+        t0 = time.perf_counter()
+        for start in range(have, size, 10_000):
+            v, lens, own = synthetic_block(start, min(10_000, size - start), topics)
+            add_to_qdrant(qdrant, [f"p{start + i}" for i in range(len(lens))], v, lens)
+            vec_parts.append(v)
+            len_parts.append(lens)
+            own_parts.append(own)
+        qdrant_build = time.perf_counter() - t0
+        have = size
+        vectors, doclens = np.concatenate(vec_parts), np.concatenate(len_parts)
+        Q, M = synthetic_queries(topics, np.concatenate(own_parts), args.synthetic_queries, seed=size)
+        truth = torch.topk(scoring.maxsim(Q, M, vectors, doclens), 10, dim=1).indices
+        t0 = time.perf_counter()
+        plaid = build_index(work / f"plaid-{size}", search_bench.chunks(vectors, doclens), dim=SYN_DIM,
+                            index_type="plaid", nbits=2)
+        plaid_build = time.perf_counter() - t0
+        rows_of = {f"p{i}": i for i in range(size)}
+        q_rows = QdrantRows(qdrant, work / "qdrant", int(doclens.sum()), rows_of)
+        rows.append({
+            "passages": size,
+            "tokens": int(doclens.sum()),
+            "plaid_build_s": plaid_build,
+            "qdrant_add_s": qdrant_build,
+            "plaid_p50": p50_ms(plaid, Q, M),
+            "qdrant_p50": p50_ms(q_rows, Q, M),
+            "plaid_overlap": overlap([p for _, p in plaid.search(Q, M, 10)], truth),
+            "qdrant_overlap": overlap([p for _, p in q_rows.search(Q, M, 10)], truth),
+            "plaid_bpt": tree_bytes(work / f"plaid-{size}") / int(doclens.sum()),
+            "qdrant_bpt": tree_bytes(work / "qdrant") / int(doclens.sum()),
+        })
+        del plaid
+        shutil.rmtree(work / f"plaid-{size}", ignore_errors=True)
+        print(synthetic_table(rows), flush=True)
+    qdrant.close()
+    return rows
+
+
+def synthetic_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| passages | tokens | PLAID nbits=2 build s | Qdrant add s (this step) | PLAID p50 ms | Qdrant p50 ms | "
+             "PLAID top-10 ∩ exact | Qdrant top-10 ∩ exact | PLAID B/token | Qdrant B/token |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['passages']:,} | {r['tokens']:,} | {r['plaid_build_s']:.0f} | {r['qdrant_add_s']:.0f} | "
+                     f"{r['plaid_p50']:.1f} | {r['qdrant_p50']:.1f} | {r['plaid_overlap']:.3f} | "
+                     f"{r['qdrant_overlap']:.3f} | {r['plaid_bpt']:.0f} | {r['qdrant_bpt']:.0f} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+def checks(rows: list[dict[str, Any]]) -> str:
+    base = rows[0]
+    lines = []
+    for r in rows:
+        if r["name"].startswith("Qdrant") and "candidates=200" in r["name"]:
+            ok = abs(r["ndcg10"] - base["ndcg10"]) <= 0.01
+            lines.append(f"- {'PASS' if ok else 'FAIL'}: {r['name']} nDCG@10 within 0.01 of exact MaxSim "
+                         f"({r['ndcg10']:.4f} vs {base['ndcg10']:.4f})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="scifact")
+    ap.add_argument("--skip-dataset", action="store_true", help="reuse the dataset part of the last run")
+    ap.add_argument("--skip-synthetic", action="store_true", help="reuse the synthetic part of the last run")
+    ap.add_argument("--candidates", type=int, nargs="*", default=[50, 100, 500])
+    ap.add_argument("--latency-queries", type=int, default=100)
+    ap.add_argument("--exact-latency-queries", type=int, default=20)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000, 200_000])
+    ap.add_argument("--synthetic-queries", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = " ".join(["python benchmarks/qdrant.py", *sys.argv[1:]])
+    cpu = platform.processor() or platform.machine()
+    where = (f"`{command}` — {os.cpu_count()} CPU cores ({cpu}), torch threads {torch.get_num_threads()}, "
+             f"qdrant-edge-py {_version('qdrant-edge-py')}, {time.strftime('%Y-%m-%d')}; other jobs shared the CPU, "
+             "so compare rows of one run, not absolute times.")
+    if not args.skip_dataset:
+        rows, _, what = dataset_rows(args)
+        save_part("dataset", "\n".join([
+            f"### {args.dataset}: quality, latency, size\n", where + "\n",
+            f"{what}; the same cached all-MiniLM-L6-v2 vectors for every row. Latency: one query per call, k=10, "
+            "query encoding excluded; QPS: one batched call over all queries. Bytes/token: every file under the "
+            "index folder (apparent size) / token vectors. Qdrant: one point per passage, token vectors as a "
+            "MAX_SIM multivector (no HNSW), their mean as an HNSW vector; first stage `candidates` points by "
+            "HNSW (`prefetch`), then exact MaxSim on them in the same query.\n",
+            search_bench.table(rows, rows[0]) + "\n", checks(rows) + "\n"]))
+    if not args.skip_synthetic:
+        syn = synthetic_rows(args)
+        save_part("synthetic", "\n".join([
+            "### Synthetic growth: p50 latency against collection size\n", where + "\n",
+            f"Clustered random token vectors, dim {SYN_DIM}, 20-40 tokens per passage, {args.synthetic_queries} "
+            "queries of 32 tokens; k=10, one query per call. PLAID nbits=2 is built for each size; the embedded "
+            "Qdrant index (float16, candidates=200) grows by adding the new passages (`upsert_documents` of "
+            f"{UPSERT_DOCS} passages per call). 'top-10 ∩ exact': share of exact MaxSim's top 10 returned. "
+            "B/token: apparent size of every file / token vectors.\n",
+            synthetic_table(syn) + "\n"]))
+    parts = [WORK / f"part-{name}.md" for name in PARTS]
+    out = "\n".join([f"{SECTION}\n", *(p.read_text(encoding="utf-8") for p in parts if p.exists())])
+    print(out)
+    if not args.no_write:
+        search_bench.SECTION = SECTION
+        search_bench.write_section(out)
+        print(f"wrote {search_bench.RESULTS} ({SECTION})")
+
+
+def save_part(name: str, text: str) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / f"part-{name}.md").write_text(text, encoding="utf-8")
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+if __name__ == "__main__":
+    main()
