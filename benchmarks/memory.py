@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
@@ -172,8 +174,8 @@ def child(step: str, dataset: str, model: str, index_path: Path, n_queries: int)
             rag = RAGPretrainedModel.from_pretrained(model, verbose=0, device="cpu")
         elif step == "index":
             rag.index(texts, document_ids=ids, index_name=index_path.name, overwrite_index=True)
-            state = rag._state_for(index_path.name)  # figures for the table only
-            extra["passages"] = int(state.store.count())
+            state = rag._snapshot(index_path.name)  # figures for the table only
+            extra["passages"] = int(state.index.num_passages)
             extra["index_kind"] = state.index.kind
         else:
             k = int(step.split("=")[1])
@@ -276,16 +278,7 @@ def _table(rows: list[dict[str, Any]], args: argparse.Namespace, tokens: int | N
 
 
 def _write_section(table: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    block = f"{SECTION}\n\n{table}\n"
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + block
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + block + "".join(lines[end:])
-    RESULTS.write_text(new, encoding="utf-8")
+    results_file.write_section(SECTION, f"{SECTION}\n\n{table}", RESULTS)
 
 
 def main() -> None:

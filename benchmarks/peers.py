@@ -47,6 +47,7 @@ SEARCH_CACHE = HERE / "cache" / "search"
 SECTION = "## Peers"
 FAST_PLAID_VERSION = "1.7.0.2110"  # the wheel built for torch 2.11.0
 FP_SETTINGS = [(4, 1024), (8, 4096)]  # (n_ivf_probe, n_full_scores); the second is fast-plaid's default
+REUSED_NOTE = " Build times: from the earlier run that built these indexes (--reuse-builds)."
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
 
 
@@ -206,7 +207,8 @@ def run_ours(args: argparse.Namespace, data: dict[str, Any], threads: int) -> di
 def quality(hits10: list[list[int]], hits100: list[list[int]], data: dict[str, Any]) -> tuple[float, float]:
     from lateragkit.evaluation import ndcg_at_k, recall_at_k
 
-    doc_ids, qids, qrels = data["doc_ids"], data["query_ids"], data["qrels"]
+    doc_ids, qids = data["doc_ids"], data["query_ids"][: len(hits100)]
+    qrels = {q: data["qrels"][q] for q in qids if q in data["qrels"]}  # the judged queries that were searched
 
     def run(hits: list[list[int]]) -> dict[str, list[str]]:
         return {q: [doc_ids[p] for p in pids] for q, pids in zip(qids, hits, strict=False)}
@@ -338,9 +340,11 @@ def report(args: argparse.Namespace, data: dict[str, Any], rows: list[dict[str, 
         f"nbits=2)`, `load_index`, default search parameters, torch {torch.__version__}. fast-plaid "
         f"{FAST_PLAID_VERSION} (torch 2.11.0, own virtual environment, CPU), `create(nbits=2)` with its defaults. "
         f"p50: one query per call, {args.latency_queries} queries, each at its own length, query encoding "
-        f"excluded. Batch: one call with {n_batch} queries at k=100. nDCG@10: ours from a k=10 search, fast-plaid "
+        f"excluded. Batch: one call with {n_batch} queries at k=100 (nDCG@10 and R@100 are over these queries). "
+        f"nDCG@10: ours from a k=10 search, fast-plaid "
         f"from the top 10 of its k=100 search (its candidate stages do not depend on k); R@100 from the k=100 "
-        f"batch. B/token: every file of the index folder / tokens.\n\n"
+        f"batch. B/token: every file of the index folder / tokens."
+        f"{REUSED_NOTE if args.reuse_builds else ''}\n\n"
         f"{table(rows)}\n\n" + "\n".join(checks(rows)) + "\n"
     )
 

@@ -50,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import results_file  # noqa: E402
 import search as search_bench  # noqa: E402
 
 from lateragkit import scoring  # noqa: E402
@@ -358,13 +359,8 @@ def exact_table(results: list[dict[str, Any]]) -> str:
 
 
 def write_results(section: str, text: str) -> None:
-    """`search.write_section` for another section than search.py's own."""
-    saved = search_bench.SECTION
-    search_bench.SECTION = section
-    try:
-        search_bench.write_section(text)
-    finally:
-        search_bench.SECTION = saved
+    """Rewrite this benchmark's own section of RESULTS.md."""
+    results_file.write_section(section, text)
 
 
 def get_index(dataset: str, data: dict[str, Any], rebuild: bool, device: str) -> Any:

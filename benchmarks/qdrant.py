@@ -1,27 +1,31 @@
 """Qdrant backend benchmark: SciFact quality/latency/size against exact MaxSim and PLAID, and how p50 grows.
 
     python benchmarks/qdrant.py                         # SciFact (cached vectors) + synthetic growth
-    python benchmarks/qdrant.py --skip-synthetic        # SciFact rows only
+    python benchmarks/qdrant.py --skip-synthetic        # part 1 only (part 2's last text is kept)
     python benchmarks/qdrant.py --skip-dataset --sizes 25000 50000
+    python benchmarks/qdrant.py --resume ...            # part 1: reuse the rows an interrupted run saved
 
 Part 1 (SciFact): every index is built from the same cached all-MiniLM-L6-v2 token vectors that
 ``benchmarks/search.py`` uses (``encode_cached``: run ``python benchmarks/search.py --encode-only scifact``
 first; this script never encodes). Rows: exhaustive exact MaxSim, PLAID nbits=2 and the embedded Qdrant
 index (qdrant-edge-py) with float32 / float16 token vectors and float16 + scalar int8 quantization, at the
 default first stage (``candidates=200``) and a candidates sweep. Columns as in ``## Search``: build seconds,
-bytes per token on disk (every file under the index folder), nDCG@10, Recall@100, p50/p95 latency of one
-query per call (k=10), QPS of one batched call. Target: Qdrant nDCG@10 within 0.01 of exact MaxSim.
+bytes per token on disk (apparent size of every file under the index folder), nDCG@10, Recall@100, p50/p95
+latency of one query per call (k=10), QPS of one batched call. Target: Qdrant nDCG@10 within 0.01 of exact
+MaxSim.
 
 Part 2 (synthetic): clustered random token vectors (dim 128, 20-40 tokens per passage, ColBERTv2's width)
 in growing collections; for each size the p50 latency (k=10, one query per call) of PLAID nbits=2 (built
 for that size) and of the embedded Qdrant index (grown by adding passages), and the share of exact MaxSim's
 top 10 that each returns.
 
-Prints markdown tables and writes them to ``benchmarks/RESULTS.md`` under ``## Qdrant``.
+Prints markdown tables and writes them to ``benchmarks/RESULTS.md`` under ``## Qdrant`` (each part's text
+is also kept under ``benchmarks/cache/qdrant/`` so that one part can be rerun alone).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -50,9 +54,11 @@ PARTS = ("dataset", "synthetic")  # each part's text is kept in WORK/part-<name>
 UPSERT_DOCS = 1024  # passages per upsert_documents call while building (the facade's encode chunk)
 
 
-def tree_bytes(folder: Path) -> int:
-    """Apparent size of every file under ``folder``."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+def tree_bytes(folder: Path, *, allocated: bool = False) -> int:
+    """Size of every file under ``folder``: apparent (``st_size``), or the disk blocks allocated (``du``;
+    smaller for Qdrant's preallocated, sparse memory-mapped files)."""
+    files = [p.stat() for p in Path(folder).rglob("*") if p.is_file()]
+    return sum(st.st_blocks * 512 if allocated else st.st_size for st in files)
 
 
 def passages_of(doc_ids: list[str], vectors: np.ndarray, doclens: np.ndarray, start: int = 0) -> Iterator[Any]:
@@ -92,67 +98,147 @@ class QdrantRows:
 # --------------------------------------------------------------------------------------------------
 # part 1: SciFact
 # --------------------------------------------------------------------------------------------------
-def qdrant_row(name: str, index: QdrantIndex, folder: Path, data: dict[str, Any], build_s: float,
-               params: dict[str, Any], latency_queries: int) -> dict[str, Any]:
-    doclens = data["doclens"]
-    rows = QdrantRows(index, folder, int(doclens.sum()), {d: i for i, d in enumerate(data["doc_ids"])})
-    row = search_bench.measure(name, rows, data, build_s, params, latency_queries)
-    row["bytes_per_token"] = row["bytes_per_token_growing"] = tree_bytes(folder) / rows.num_tokens
-    return row
+class Rows:
+    """The rows of part 1, saved after each one (``WORK/rows-<dataset>.json``); with ``--resume`` a row whose
+    key was saved by an earlier run is reused instead of measured again (its sizes are read again from its
+    index folder, which stays under ``WORK/<dataset>/<key without -c…>``)."""
+
+    def __init__(self, path: Path, work: Path, tokens: int, resume: bool) -> None:
+        self.path, self.work, self.tokens = path, work, tokens
+        saved = json.loads(path.read_text()) if resume and path.exists() else []
+        self.saved = {r["key"]: r for r in saved}
+        self.rows: list[dict[str, Any]] = []
+
+    def have(self, key: str) -> bool:
+        if key in self.saved:
+            self._keep(key, self.saved[key])
+            return True
+        return False
+
+    def add(self, key: str, row: dict[str, Any]) -> None:
+        self._keep(key, row)
+        print(table(self.rows), flush=True)
+
+    def _keep(self, key: str, row: dict[str, Any]) -> None:
+        folder = self.work / key.split("-c")[0]
+        row["key"] = key
+        if folder.exists():
+            row["bytes_per_token"] = tree_bytes(folder) / self.tokens
+            row["allocated_per_token"] = tree_bytes(folder, allocated=True) / self.tokens
+        self.rows.append(row)
+        self.path.write_text(json.dumps(self.rows))
 
 
-def dataset_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
-    cache = search_bench.CACHE / args.dataset
-    if not (cache / "ids.json").exists():
-        raise SystemExit(f"no cached vectors in {cache}: run `python benchmarks/search.py --encode-only "
-                         f"{args.dataset}` first (this benchmark never encodes)")
-    data = search_bench.encode_cached(args.dataset)
+def table(rows: list[dict[str, Any]]) -> str:
+    base = rows[0]
+    lines = ["| index | build s | B/token on disk (apparent) | B/token on disk (allocated) | nDCG@10 | R@100 | "
+             "p50 ms | p95 ms | p50 vs exhaustive | QPS (batch) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        allocated = f"{r['allocated_per_token']:.0f}" if "allocated_per_token" in r else "—"
+        lines.append(f"| {r['name']} | {r['build_s']:.0f} | {r['bytes_per_token']:.0f} | {allocated} | "
+                     f"{r['ndcg10']:.4f} | {r['recall100']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+                     f"{base['p50_ms'] / r['p50_ms']:.1f}× | {r['qps']:.1f} |")
+    return "\n".join(lines)
+
+
+def baseline_rows(out: Rows, work: Path, data: dict[str, Any], args: argparse.Namespace) -> None:
+    vectors, doclens, chunks = data["vectors"], data["doclens"], search_bench.chunks
+    dim = int(vectors.shape[1])
+    if not out.have("exact"):
+        t0 = time.perf_counter()
+        exact = build_index(work / "exact", chunks(vectors, doclens), dim=dim, index_type="exact")
+        out.add("exact", search_bench.measure("exhaustive exact MaxSim (fp16 vectors)", exact, data,
+                                              time.perf_counter() - t0, {}, args.exact_latency_queries))
+    if not out.have("plaid2"):
+        t0 = time.perf_counter()
+        plaid = build_index(work / "plaid2", chunks(vectors, doclens), dim=dim, index_type="plaid", nbits=2)
+        out.add("plaid2", search_bench.measure(f"PLAID nbits=2 (K={plaid.num_centroids})", plaid, data,
+                                               time.perf_counter() - t0, {}, args.latency_queries))
+
+
+def qdrant_rows(out: Rows, work: Path, data: dict[str, Any], args: argparse.Namespace) -> None:
     vectors, doclens = data["vectors"], data["doclens"]
     dim, tokens = int(vectors.shape[1]), int(doclens.sum())
-    work = WORK / args.dataset
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    print(f"{args.dataset}: {len(doclens)} passages, {tokens} tokens, dim {dim}, {data['Q'].shape[0]} queries",
-          flush=True)
-    rows: list[dict[str, Any]] = []
-
-    def report(row: dict[str, Any]) -> None:
-        rows.append(row)
-        print(search_bench.table(rows, rows[0]), flush=True)
-
-    chunks = search_bench.chunks
-    t0 = time.perf_counter()
-    exact = build_index(work / "exact", chunks(vectors, doclens), dim=dim, index_type="exact")
-    report(search_bench.measure("exhaustive exact MaxSim (fp16 vectors)", exact, data, time.perf_counter() - t0,
-                                {}, args.exact_latency_queries))
-    rows[-1]["bytes_per_token"] = rows[-1]["bytes_per_token_growing"] = tree_bytes(work / "exact") / tokens
-    del exact
-    t0 = time.perf_counter()
-    plaid = build_index(work / "plaid2", chunks(vectors, doclens), dim=dim, index_type="plaid", nbits=2)
-    report(search_bench.measure(f"PLAID nbits=2 (K={plaid.num_centroids})", plaid, data, time.perf_counter() - t0,
-                                {}, args.latency_queries))
-    rows[-1]["bytes_per_token"] = rows[-1]["bytes_per_token_growing"] = tree_bytes(work / "plaid2") / tokens
-    del plaid
-
-    variants = [("float32", None), ("float16", None), ("float16", "int8")]
-    for datatype, quantization in variants:
-        folder = work / f"qdrant-{datatype}-{quantization or 'none'}"
+    for datatype, quantization in [("float32", None), ("float16", None), ("float16", "int8")]:
+        key = f"qdrant-{datatype}-{quantization or 'none'}"
+        sweep = args.candidates if (datatype, quantization) == ("float16", None) else []
+        keys = [key] + [f"{key}-c{c}" for c in sweep]
+        if all(k in out.saved for k in keys):
+            for k in keys:
+                out.have(k)
+            continue
+        folder = work / key
+        shutil.rmtree(folder, ignore_errors=True)
         options = QdrantOptions(datatype=datatype, quantization=quantization)
         t0 = time.perf_counter()
         index = QdrantIndex.create(QdrantLocation(path=folder), dim=dim, options=options)
         add_to_qdrant(index, data["doc_ids"], vectors, doclens)
         build_s = time.perf_counter() - t0
         label = f"Qdrant embedded, {datatype}{' + int8 quantization' if quantization else ''}"
-        report(qdrant_row(f"{label}, candidates={options.candidates}", index, folder, data, build_s, {},
-                          args.latency_queries))
-        if datatype == "float16" and quantization is None:
-            for candidates in args.candidates:
-                report(qdrant_row(f"{label}, candidates={candidates}", index, folder, data, build_s,
-                                  {"candidates": candidates}, args.latency_queries))
-            report(qdrant_row(f"{label}, exact=True (MaxSim over every point)", index, folder, data, build_s,
-                              {"exact": True}, args.exact_latency_queries))
+        rows = QdrantRows(index, folder, tokens, {d: i for i, d in enumerate(data["doc_ids"])})
+        for k, candidates in zip(keys, [options.candidates, *sweep], strict=True):
+            params = {} if k == key else {"candidates": candidates}
+            out.add(k, search_bench.measure(f"{label}, candidates={candidates}", rows, data, build_s, params,
+                                            args.latency_queries))
         index.close()
-    return rows, data, f"{args.dataset}: {len(doclens):,} passages, {tokens:,} token vectors (dim {dim})"
+
+
+def side_by_side(args: argparse.Namespace, data: dict[str, Any]) -> str:
+    """p50/p95 of PLAID nbits=2 and the Qdrant indexes of part 1, reopened from their folders and timed in
+    turn query by query, so that all of them see the same machine load (the rows above were timed one index
+    after the other)."""
+    from lateragkit.index import load_index
+
+    work = WORK / args.dataset
+    doc_row = {d: i for i, d in enumerate(data["doc_ids"])}
+    indexes: dict[str, Any] = {"PLAID nbits=2": load_index(work / "plaid2")}
+    for key, label in [("qdrant-float16-none", "Qdrant float16"), ("qdrant-float16-int8", "Qdrant float16 + int8")]:
+        indexes[f"{label}, candidates=200"] = QdrantRows(QdrantIndex.open(QdrantLocation(path=work / key)),
+                                                         work / key, 0, doc_row)
+    Q, M = data["Q"], data["Q_mask"]
+    lengths = M.sum(1).tolist()
+    lat: dict[str, list[float]] = {name: [] for name in indexes}
+    for i in range(min(args.latency_queries, Q.shape[0])):
+        q, m = Q[i : i + 1, : lengths[i]], M[i : i + 1, : lengths[i]]
+        for name, index in indexes.items():
+            if i == 0:
+                index.search(q, m, 10)  # warm-up
+            t0 = time.perf_counter()
+            index.search(q, m, 10)
+            lat[name].append(1000 * (time.perf_counter() - t0))
+    for index in indexes.values():
+        if isinstance(index, QdrantRows):
+            index.index.close()
+    lines = ["| index | p50 ms | p95 ms |", "|---|---:|---:|"]
+    lines += [f"| {name} | {np.percentile(v, 50):.1f} | {np.percentile(v, 95):.1f} |" for name, v in lat.items()]
+    return "\n".join(lines)
+
+
+def dataset_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str, str]:
+    cache = search_bench.CACHE / args.dataset
+    if not (cache / "ids.json").exists():
+        raise SystemExit(f"no cached vectors in {cache}: run `python benchmarks/search.py --encode-only "
+                         f"{args.dataset}` first (this benchmark never encodes)")
+    data = search_bench.encode_cached(args.dataset)
+    doclens = data["doclens"]
+    dim, tokens = int(data["vectors"].shape[1]), int(doclens.sum())
+    work = WORK / args.dataset
+    if not args.resume:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"{args.dataset}: {len(doclens)} passages, {tokens} tokens, dim {dim}, {data['Q'].shape[0]} queries",
+          flush=True)
+    out = Rows(WORK / f"rows-{args.dataset}.json", work, tokens, args.resume)
+    baseline_rows(out, work, data, args)
+    qdrant_rows(out, work, data, args)
+    what = f"{args.dataset}: {len(doclens):,} passages, {tokens:,} token vectors (dim {dim})"
+    reused = sum(r["key"] in out.saved for r in out.rows)
+    if reused:
+        what += (f" ({reused} of the {len(out.rows)} rows were timed by earlier runs of this command — an "
+                 "interrupted one and its resumption — under other machine load; this run re-read their sizes "
+                 "and timed the side-by-side latencies below)")
+    return out.rows, what, side_by_side(args, data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -274,6 +360,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--skip-dataset", action="store_true", help="reuse the dataset part of the last run")
     ap.add_argument("--skip-synthetic", action="store_true", help="reuse the synthetic part of the last run")
+    ap.add_argument("--resume", action="store_true", help="part 1: reuse the rows an interrupted run saved")
     ap.add_argument("--candidates", type=int, nargs="*", default=[50, 100, 500])
     ap.add_argument("--latency-queries", type=int, default=100)
     ap.add_argument("--exact-latency-queries", type=int, default=20)
@@ -290,15 +377,18 @@ def main() -> None:
              f"qdrant-edge-py {_version('qdrant-edge-py')}, {time.strftime('%Y-%m-%d')}; other jobs shared the CPU, "
              "so compare rows of one run, not absolute times.")
     if not args.skip_dataset:
-        rows, _, what = dataset_rows(args)
+        rows, what, latency = dataset_rows(args)
         save_part("dataset", "\n".join([
             f"### {args.dataset}: quality, latency, size\n", where + "\n",
             f"{what}; the same cached all-MiniLM-L6-v2 vectors for every row. Latency: one query per call, k=10, "
             "query encoding excluded; QPS: one batched call over all queries. Bytes/token: every file under the "
-            "index folder (apparent size) / token vectors. Qdrant: one point per passage, token vectors as a "
+            "index folder / token vectors, as apparent size and as allocated disk blocks (Qdrant preallocates "
+            "sparse memory-mapped files and WAL segments). Qdrant: one point per passage, token vectors as a "
             "MAX_SIM multivector (no HNSW), their mean as an HNSW vector; first stage `candidates` points by "
             "HNSW (`prefetch`), then exact MaxSim on them in the same query.\n",
-            search_bench.table(rows, rows[0]) + "\n", checks(rows) + "\n"]))
+            table(rows) + "\n", checks(rows) + "\n",
+            f"Latency side by side: the same {args.latency_queries} queries, each sent to every index in turn "
+            "(so that all see the same load), k=10, one query per call:\n", latency + "\n"]))
     if not args.skip_synthetic:
         syn = synthetic_rows(args)
         save_part("synthetic", "\n".join([

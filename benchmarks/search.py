@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -208,21 +209,7 @@ def table(rows: list[dict[str, Any]], base: dict[str, Any]) -> str:
 
 
 def write_section(text: str) -> None:
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    lines = old.splitlines()
-    out, skipping, replaced = [], False, False
-    for line in lines:
-        if line.strip() == SECTION:
-            skipping, replaced = True, True
-            out.extend(text.rstrip("\n").splitlines())
-            continue
-        if skipping and line.startswith("## "):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    if not replaced:
-        out.extend(["", *text.rstrip("\n").splitlines()])
-    RESULTS.write_text("\n".join(out).rstrip("\n") + "\n", encoding="utf-8")
+    results_file.write_section(SECTION, text, RESULTS)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ The collection is indexed once with the library (``index_type="auto"``) into a t
 ``python -m lateragkit serve`` runs in its own process on 127.0.0.1 (a free port; loopback only) and client
 threads of this process send the collection's judged queries (``k=10``) back to back, each with its own
 HTTP connection. Latency is the client's wall time per request (query encoding, search, JSON, HTTP).
-For reference, the same searches are timed in-process (``RAG.search``, no HTTP) in this process.
+For reference, the same searches are timed in-process (``RAG.from_index(path).search``, no HTTP, the index
+opened as the server opens it) in this process.
 A ``GET /health`` row gives the bare HTTP round trip. Every setup runs a fixed number of requests (bounded),
 after a few warm-up requests, and the setups take turns over ``--rounds`` rounds so that changes in the
 machine's load touch all of them alike.
@@ -22,7 +23,6 @@ import argparse
 import importlib.resources
 import os
 import platform
-import re
 import socket
 import statistics
 import subprocess
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -124,14 +125,16 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "lateragkit", "serve", INDEX_NAME, "--index-root", str(index_root),
                "--port", str(self.port), "--device", device, "-q"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        self.log = tempfile.TemporaryFile("w+")  # the server's stderr: a file, so it never blocks on a full pipe
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={**os.environ, "LATERAGKIT_API_KEY": ""})
 
     def __enter__(self) -> Server:
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if "Serving" not in line:
             self.proc.kill()
-            raise RuntimeError(f"the server did not start: {line}{self.proc.stderr.read() if self.proc.stderr else ''}")
+            self.log.seek(0)
+            raise RuntimeError(f"the server did not start: {line}{self.log.read()}")
         transport = httpx.HTTPTransport(retries=6)
         with httpx.Client(base_url=self.url, transport=transport, timeout=60) as c:
             c.get("/health").raise_for_status()
@@ -140,6 +143,7 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=60)
+        self.log.close()
 
 
 def bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -154,9 +158,11 @@ def bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
         setup = {"docs": len(ids), "queries": len(queries), "index_s": time.perf_counter() - t0,
                  "model": rag.model_name, "kind": _kind(path)}
         log(f"indexed {len(ids)} documents in {setup['index_s']:.0f} s")
+        # the baseline opens the index the way the server does (from disk), not the instance that built it
+        reopened = RAGPretrainedModel.from_index(path, device=args.device, verbose=0)
 
         def in_process(_session: None, query: str) -> None:
-            rag.search(query, k=K)
+            reopened.search(query, k=K)
 
         def post(session: httpx.Client, query: str) -> None:
             session.post("/search", json={"query": query, "k": K}).raise_for_status()
@@ -170,7 +176,7 @@ def bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
 
             # (label, clients, call, session factory); every round runs each once, so drifts in machine load
             # touch every setup alike
-            setups = [("in-process RAG.search (no HTTP)", 1, in_process, lambda: None),
+            setups = [("in-process RAG.search, index opened with from_index (no HTTP)", 1, in_process, lambda: None),
                       ("HTTP GET /health (no search)", 1, health, session),
                       ("HTTP POST /search", 1, post, session),
                       ("HTTP POST /search", 8, post, session)]
@@ -215,8 +221,9 @@ def markdown(rows: list[dict[str, Any]], setup: dict[str, Any], args: argparse.N
     lines += [
         "",
         f"- HTTP at 1 client: p50 {one['p50']:.1f} ms vs {base['p50']:.1f} ms in-process; a bare HTTP round trip "
-        f"(`/health`) costs {health['p50']:.1f} ms p50, so the search itself (query encoding on {args.device}) "
-        "dominates.",
+        f"(`/health`) costs {health['p50']:.1f} ms p50, so HTTP, JSON and validation add little: the search "
+        f"(query encoding and MaxSim over the collection, on {args.device}) is the cost, and the server process "
+        "competes for the CPU with every other process of the machine.",
         f"- 8 clients: {eight['rps'] / one['rps']:.2f}× the requests/s of 1 client, p50 {eight['p50']:.1f} ms "
         f"({eight['p50'] / one['p50']:.1f}× the 1-client p50): searches run in parallel in the server's "
         "thread pool and share its CPU cores.",
@@ -225,13 +232,7 @@ def markdown(rows: list[dict[str, Any]], setup: dict[str, Any], args: argparse.N
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
+    results_file.write_section(SECTION, text, path)
 
 
 def main() -> None:
@@ -242,7 +243,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--requests", type=int, default=200,
                     help="requests at 8 clients (split evenly); half as many at 1 client and in-process")
-    ap.add_argument("--rounds", type=int, default=4, help="the setups take turns this many times")
+    ap.add_argument("--rounds", type=int, default=8, help="the setups take turns this many times")
     ap.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
     args = ap.parse_args()
     load = os.getloadavg()[0]

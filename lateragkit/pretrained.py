@@ -7,6 +7,10 @@ and reads only from it. A write runs inside :meth:`Collection.write`: it holds t
 (across threads and processes), starts from the newest committed version (a stale instance reloads
 first), stages the next version and commits it atomically. No write is lost, and a search always sees
 one complete version.
+
+A Qdrant-backed index (``index_type="qdrant"``) keeps its passages in a live Qdrant engine instead: its
+writes hold the same writer lock and change the engine in place, each document in one engine operation, and
+searches see them at once (see :mod:`lateragkit.qdrant_collection`).
 """
 from __future__ import annotations
 
@@ -230,7 +234,7 @@ class RAGPretrainedModel:
         name = check_index_name(index_name) if index_name is not None else _default_index_name(self.model_name)
         backend = _resolve_index_type(index_type, qdrant, qdrant_options, nbits)
         batch = check_bsize(bsize)
-        bm25 = Bm25Config(language=bm25_language)
+        bm25 = Bm25Config.for_language(bm25_language)
         doc_maxlen = self._doc_maxlen(max_document_length)
         passages = self._make_passages(texts, ids, metas, doc_maxlen, split_documents, document_splitter_fn,
                                        preprocessing_fn)

@@ -38,10 +38,10 @@ import torch
 from .collection import QDRANT_KIND, Collection, IndexMeta, LiveVersion, Snapshot, Transaction
 from .qdrant import PassageRecord, QdrantIndex, QdrantLocation, QdrantOptions
 from .splitting import Passage
+from .store import StoredPassage
 
 __all__ = [
     "QdrantSnapshot",
-    "QdrantPassage",
     "open_snapshot",
     "build",
     "upsert",
@@ -72,18 +72,6 @@ class QdrantSnapshot:
 
     def close(self) -> None:
         """Nothing to release per snapshot: an embedded engine is shared by the process (see module doc)."""
-
-
-@dataclass(frozen=True)
-class QdrantPassage:
-    """A passage as a search returns it (the fields of a result row)."""
-
-    passage_id: str
-    document_id: str
-    content: str
-    start_char: int | None
-    end_char: int | None
-    document_metadata: dict[str, Any] | None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,8 +183,8 @@ def build(txn: Transaction, passages: list[Passage], encode: Encode, meta: Index
     collection = txn.collection
     release_unused(collection, locked=True)  # builds that died midway
     location, stored = _new_location(qdrant, collection)
-    if txn.replaces and not location.is_embedded:
-        _drop_previous_collection(collection, location)
+    if txn.replaces:
+        _drop_previous(collection, location)
     index = _shared_open(location, create=options or QdrantOptions(), dim=meta.model.dim)
     try:
         _write_documents(index, [], passages, encode)
@@ -211,16 +199,22 @@ def build(txn: Transaction, passages: list[Passage], encode: Encode, meta: Index
     return txn.record_qdrant(meta, stored)
 
 
-def _drop_previous_collection(collection: Collection, location: QdrantLocation) -> None:
-    """Rebuilding into the server collection the live version uses: drop it first (other collections that
-    exist are never dropped: creating over them raises `IndexExistsError`)."""
+def _drop_previous(collection: Collection, location: QdrantLocation) -> None:
+    """Rebuilding into the place the live version uses (the same embedded folder or server collection): drop
+    it first. Anything else that exists is never dropped: creating over it raises `IndexExistsError`."""
     try:
-        previous = collection.live().qdrant
+        live = collection.live()
     except Exception:  # noqa: BLE001 - an unreadable previous version names nothing to drop
         return
-    if not previous or previous.get("kind") != "remote":
+    previous = live.qdrant or {}
+    if location.is_embedded:
+        if previous.get("kind") == "embedded":
+            folder = Path(str(location.path)).resolve()
+            if (collection.path / str(previous["path"])).resolve() == folder:
+                logger.info("overwrite_index: removing %s before rebuilding it", folder)
+                _forget_embedded(folder)
         return
-    same_name = previous.get("collection_name") == location.collection_name
+    same_name = previous.get("kind") == "remote" and previous.get("collection_name") == location.collection_name
     same_server = location.url is None or previous.get("url") in (None, location.url)
     if same_name and same_server:
         logger.info("overwrite_index: dropping %s before rebuilding it", location.describe())
@@ -303,7 +297,7 @@ def release_unused(collection: Collection, *, locked: bool = False) -> None:
 # --------------------------------------------------------------------------------------------------
 def search(state: QdrantSnapshot, Q: torch.Tensor, Q_mask: torch.Tensor, k: int, *, doc_ids: list[str] | None,
            filter: Any, mode: str, params: Mapping[str, Any]
-           ) -> list[list[tuple[float, QdrantPassage]]]:
+           ) -> list[list[tuple[float, StoredPassage]]]:
     """One list per query of ``(raw MaxSim score, passage)``, best first. ``doc_ids`` and a dict ``filter``
     run inside the engine (a callable filter is a `TypeError` saying to pass a dict)."""
     if mode != "late":
@@ -312,4 +306,4 @@ def search(state: QdrantSnapshot, Q: torch.Tensor, Q_mask: torch.Tensor, k: int,
             "mode='late' only (build the index with index_type='plaid' or 'exact' for BM25 or hybrid search)"
         )
     hits = state.index.search(Q, Q_mask, k, doc_ids=doc_ids, filter=filter, **dict(params))
-    return [[(score, QdrantPassage(**record)) for score, record in row] for row in hits]
+    return [[(score, StoredPassage(**record)) for score, record in row] for row in hits]

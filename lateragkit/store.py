@@ -72,13 +72,15 @@ IsLive = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class StoredPassage:
-    pid: int
+    """A passage as a search returns it: the fields of a result row (``pid``: None where the backend has none)."""
+
     passage_id: str
     document_id: str
     content: str
     start_char: int | None
     end_char: int | None
     document_metadata: dict[str, Any] | None
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def metadata_predicate(metadata_filter: MetadataFilter) -> Callable[[dict[str, A
 class _Segment:
     """One immutable segment: a read-only SQLite connection and, when present, its BM25 postings."""
 
-    def __init__(self, folder: Path, info: SegmentInfo, *, sqlite_path: Path | None = None) -> None:
+    def __init__(self, folder: Path, info: SegmentInfo, *, sqlite_path: Path | None = None,
+                 bm25: bool | None = None) -> None:
         self.folder = folder
         self.info = info
         self.path = sqlite_path or folder / SQLITE
@@ -130,7 +133,10 @@ class _Segment:
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise CorruptIndexError(f"passage store {self.path} is unreadable ({exc}); {_REBUILD}") from exc
-        self.bm25 = Bm25Segment.load(folder) if Bm25Segment.exists(folder) else None
+        # bm25: True when the store's manifest says every segment has postings (a missing file is damage),
+        # False for a store without BM25, None to take what is there (a segment being merged)
+        wanted = Bm25Segment.exists(folder) if bm25 is None else bm25
+        self.bm25 = Bm25Segment.load(folder) if wanted else None
 
     def pids(self) -> np.ndarray:
         """The segment's pids, ascending (from the memory-mapped BM25 postings when present)."""
@@ -225,14 +231,14 @@ class PassageStore:
         for info in infos:
             if "/" in info.name or "\\" in info.name or info.name in ("", ".", ".."):
                 raise CorruptIndexError(f"{folder / MANIFEST} names an invalid segment {info.name!r}; {_REBUILD}")
-        segments = [_Segment(folder / info.name, info) for info in infos]
+        segments = [_Segment(folder / info.name, info, bm25=bm25 is not None) for info in infos]
         return cls(folder, segments, next_segment=next_segment, bm25=bm25, is_live=is_live)
 
     @classmethod
     def open_legacy(cls, sqlite_path: Path, *, is_live: IsLive | None = None) -> PassageStore:
         """A store written by lateragkit 0.1 (one ``passages.sqlite`` per version): one segment, no BM25."""
         seg_folder = Path(sqlite_path).parent
-        probe = _Segment(seg_folder, SegmentInfo("legacy", 0, 0, 0), sqlite_path=Path(sqlite_path))
+        probe = _Segment(seg_folder, SegmentInfo("legacy", 0, 0, 0), sqlite_path=Path(sqlite_path), bm25=False)
         first, last, count = probe.query("SELECT MIN(pid), MAX(pid), COUNT(*) FROM passages")[0]
         probe.info = SegmentInfo("legacy", int(first if first is not None else -1),
                                  int(last if last is not None else -1), int(count))
@@ -438,9 +444,8 @@ class PassageStore:
                 part,
             )
             for pid, passage_id, doc_id, content, start_char, end_char, meta in rows:
-                out[pid] = StoredPassage(
-                    pid, passage_id, doc_id, content, start_char, end_char, json.loads(meta) if meta else None
-                )
+                out[pid] = StoredPassage(passage_id, doc_id, content, start_char, end_char,
+                                         json.loads(meta) if meta else None, pid)
         return out
 
     # -- BM25 -------------------------------------------------------------------------------------

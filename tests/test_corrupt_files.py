@@ -94,15 +94,15 @@ def _check_damage(
     """Apply ``damage`` to each file of a fresh copy; returns a description of every case that misbehaved.
     ``damage`` returns the file name the error must mention (or None to skip the file)."""
     problems = []
-    for original in files if files is not None else _version_files(base_path):
+    for n, original in enumerate(files if files is not None else _version_files(base_path)):
         rel = original.relative_to(base_path)
-        copy_root = tmp / f"{label}-{len(problems)}-{original.name}"
+        copy_root = tmp / f"{label}-{n}-{original.name}"  # several segments hold files of the same name
         shutil.copytree(base_path, copy_root / base_path.name)
         target = copy_root / base_path.name / rel
         must_name = damage(target)
         if must_name is None:
             continue
-        for how, err in zip(("from_index", "search(index_name=)"), _open_both_ways(rag, copy_root / base_path.name)):
+        for how, err in zip(("from_index", "search(index_name=)"), _open_both_ways(rag, copy_root / base_path.name), strict=True):
             case = f"{label} {rel} via {how}"
             if err is None:
                 problems.append(f"{case}: no error, the damaged index was used")

@@ -93,6 +93,41 @@ def test_client_location_is_recorded_without_the_client(rag: RAGPretrainedModel,
         client.close()
 
 
+def test_locations_given_as_qdrant_location(rag: RAGPretrainedModel, tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient
+
+    from lateragkit.qdrant import QdrantLocation
+
+    folder = tmp_path / "my-engine"
+    path = _index(rag, "own-folder", qdrant=QdrantLocation(path=folder))
+    _index(rag, "own-folder", qdrant=QdrantLocation(path=folder))  # a rebuild replaces that folder's contents
+    record = json.loads((Collection(path).live().folder / "qdrant.json").read_text())["location"]
+    assert record == {"kind": "embedded", "path": str(folder.resolve())}
+    assert not (Path(path) / "qdrant").exists() and (folder / "shard").is_dir()
+    assert _top1(rag, "own-folder") == list(QUESTIONS.values())
+    client = QdrantClient(path=str(tmp_path / "local"))
+    try:
+        located = QdrantLocation(client=client, collection_name="custom", shard_number=2)
+        path = _index(rag, "custom-collection", qdrant=located)
+        record = json.loads((Collection(path).live().folder / "qdrant.json").read_text())["location"]
+        assert record == {"kind": "remote", "collection_name": "custom", "shard_number": 2}
+        assert client.collection_exists("custom") and not client.collection_exists("custom-collection")
+        assert _top1(rag, "custom-collection") == list(QUESTIONS.values())
+    finally:
+        client.close()
+
+
+def test_an_unreachable_server_is_a_clear_error_and_commits_nothing(rag: RAGPretrainedModel,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from lateragkit.qdrant import QdrantUnavailableError
+
+    monkeypatch.setenv("QDRANT_API_KEY", "secret-key-123")
+    with pytest.raises(QdrantUnavailableError, match="QDRANT_API_KEY") as caught:
+        _index(rag, "unreachable", qdrant="http://127.0.0.1:9")  # nothing listens on the discard port
+    assert "secret-key-123" not in str(caught.value)
+    assert not Collection(rag.index_root / "unreachable").exists()
+
+
 def test_rebuild_replaces_the_build_and_switching_backend_removes_it(rag: RAGPretrainedModel) -> None:
     path = _index(rag, "rebuild")
     first = _builds(path)

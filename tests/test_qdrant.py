@@ -7,6 +7,8 @@ the same vectors, or the exactly-specified fixture below).
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,8 +20,15 @@ import pytest
 import torch
 
 from lateragkit import scoring
-from lateragkit.exceptions import CorruptIndexError, IndexExistsError, IndexNotFoundError
-from lateragkit.qdrant import QdrantIndex, QdrantLocation, QdrantLockedError, QdrantOptions, point_id
+from lateragkit.exceptions import CorruptIndexError, IndexExistsError, IndexNotFoundError, MissingExtraError
+from lateragkit.qdrant import (
+    QdrantIndex,
+    QdrantLocation,
+    QdrantLockedError,
+    QdrantOptions,
+    QdrantUnavailableError,
+    point_id,
+)
 
 ENGINES = {"embedded": "qdrant_edge", "client": "qdrant_client"}
 DIM = 32
@@ -516,6 +525,34 @@ def test_int8_quantization_keeps_the_ranking_close(backend: Backend, data: dict[
         assert ids_of(row)[0] == reference_top(data, b, 1)[0][0]
         for score, rec in row:  # int8 scores are approximate
             assert score == pytest.approx(ref[rec["passage_id"]], rel=0.05, abs=0.05)
+
+
+def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)
+    with pytest.raises(MissingExtraError, match=r'pip install "lateragkit\[qdrant\]"'):
+        QdrantIndex.create(QdrantLocation(path=tmp_path / "x"), dim=DIM)
+    with pytest.raises(ImportError, match="qdrant_client"):
+        QdrantIndex.open(QdrantLocation(url="http://localhost:6333"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_importing_lateragkit_imports_no_qdrant_package() -> None:
+    code = ("import sys, lateragkit, lateragkit.qdrant; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('qdrant_edge', 'qdrant_client')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+def test_unreachable_server_is_a_typed_error(tmp_path: Path) -> None:
+    _require("client")
+    location = QdrantLocation(url="http://127.0.0.1:9", collection_name="docs")  # nothing listens on port 9
+    with pytest.raises(QdrantUnavailableError, match="server is running"):
+        QdrantIndex.create(location, dim=DIM)
+    with pytest.raises(QdrantUnavailableError):
+        QdrantIndex.open(location)
 
 
 def test_point_ids_are_stable_uuid5() -> None:

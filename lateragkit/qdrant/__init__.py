@@ -3,7 +3,7 @@ collection on a Qdrant server or cluster (qdrant-client). Needs the optional ext
 "lateragkit[qdrant]"``; importing this package does not import either Qdrant package."""
 from __future__ import annotations
 
-from .errors import QdrantLockedError
+from .errors import QdrantLockedError, QdrantUnavailableError
 from .index import QdrantIndex, SearchHits
 from .location import API_KEY_ENV, QdrantLocation
 from .options import SEARCH_PARAMS, QdrantOptions
@@ -15,6 +15,7 @@ __all__ = [
     "QdrantOptions",
     "PassageRecord",
     "QdrantLockedError",
+    "QdrantUnavailableError",
     "SearchHits",
     "point_id",
     "SEARCH_PARAMS",

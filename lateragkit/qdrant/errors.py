@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..exceptions import LateragkitError
 
-__all__ = ["QdrantLockedError"]
+__all__ = ["QdrantLockedError", "QdrantUnavailableError"]
 
 
 class QdrantLockedError(LateragkitError, RuntimeError):
@@ -11,3 +11,7 @@ class QdrantLockedError(LateragkitError, RuntimeError):
 
     The embedded engine locks its write-ahead log while a shard is open: one process at a time owns the
     folder, for reads as well as writes."""
+
+
+class QdrantUnavailableError(LateragkitError, ConnectionError):
+    """A Qdrant server could not be reached (or refused the request, e.g. a wrong API key)."""

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..exceptions import CorruptIndexError, IndexExistsError, IndexNotFoundError
 from .engine import CONFIG_KEY, MULTI, POOLED, Hit, Match, PointData, QueryData, require
-from .location import QdrantLocation
+from .errors import QdrantUnavailableError
+from .location import API_KEY_ENV, QdrantLocation
 from .options import QdrantOptions
 from .records import DOCUMENT_FIELD, TERMS_FIELD
 
@@ -24,11 +25,23 @@ SCROLL_PAGE = 1000
 
 
 def _connect(location: QdrantLocation) -> tuple[Any, bool]:
-    """The client and whether this engine owns it (and so closes it)."""
+    """The client and whether this engine owns it (and so closes it), after one request that checks the
+    server answers (``collection_exists``)."""
     if location.client is not None:
-        return location.client, False
-    qc = require("qdrant_client")
-    return qc.QdrantClient(url=location.url, api_key=location.resolved_api_key()), True
+        client, owns = location.client, False
+    else:
+        qc = require("qdrant_client")
+        client, owns = qc.QdrantClient(url=location.url, api_key=location.resolved_api_key()), True
+    try:
+        client.collection_exists(location.collection_name)
+    except Exception as exc:  # connection refused, timeout, 401/403: the client raises several kinds
+        if owns:
+            client.close()
+        raise QdrantUnavailableError(
+            f"cannot use {location.describe()}: {type(exc).__name__}: {exc}. Check that the server is running "
+            f"and reachable, and the API key (api_key= or the {API_KEY_ENV} environment variable)"
+        ) from exc
+    return client, owns
 
 
 class ClientEngine:
