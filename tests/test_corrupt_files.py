@@ -102,7 +102,8 @@ def _check_damage(
         must_name = damage(target)
         if must_name is None:
             continue
-        for how, err in zip(("from_index", "search(index_name=)"), _open_both_ways(rag, copy_root / base_path.name), strict=True):
+        errors = _open_both_ways(rag, copy_root / base_path.name)
+        for how, err in zip(("from_index", "search(index_name=)"), errors, strict=True):
             case = f"{label} {rel} via {how}"
             if err is None:
                 problems.append(f"{case}: no error, the damaged index was used")

@@ -169,3 +169,13 @@ def test_from_index_names_the_override_when_the_model_is_gone(tmp_path):
     shutil.rmtree(model_copy)
     with pytest.raises(Exception, match="model="):
         RAGPretrainedModel.from_index(path, device="cpu", verbose=0)
+
+
+def test_framework_retrievers_take_the_search_mode(rag):
+    pytest.importorskip("langchain_core", reason="the langchain extra is not installed")
+    pytest.importorskip("llama_index.core", reason="the llamaindex extra is not installed")
+    want = [r["passage_id"] for r in rag.search("river Egypt", index_name="compat", k=2, mode="bm25")]
+    docs = rag.as_langchain_retriever(k=2, mode="bm25", index_name="compat").invoke("river Egypt")
+    assert [d.metadata["passage_id"] for d in docs] == want
+    nodes = rag.as_llama_index_retriever(similarity_top_k=2, mode="bm25", index_name="compat").retrieve("river Egypt")
+    assert [n.node.metadata["passage_id"] for n in nodes] == want
