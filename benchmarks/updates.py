@@ -237,44 +237,50 @@ def scifact(args: argparse.Namespace) -> tuple[str, list[str]] | None:
         add_ms.append(1000 * (time.perf_counter() - t0))
         shutil.rmtree(old)
     assert grown.num_passages == N and grown.live_pids().tolist() == list(range(N))
-    # the like-for-like reference: a fresh build whose codec has as many centroids as the grown index started with
+    # references: the grown rows in one segment (same codec), and a fresh build with the base's centroid count
+    single = grown.compact(work / "single")
     same_k = build_index(work / "same-k", packed(vectors, doclens, 0, N), dim=dim, index_type="plaid", device="cpu",
                          num_centroids=base_k)
     set_threads(args.timing_threads)
     Q, M, qids, doc_ids, qrels = data["Q"], data["Q_mask"], data["query_ids"], data["doc_ids"], data["qrels"]
-    indexes = [fresh, grown, same_k]
+    added = set(doc_ids[base_n:])
+    on_added = {q for q in qids if any(d in added for d in qrels.get(q, {}))}
+    indexes = [fresh, grown, single, same_k]
     ndcg = []
     for index in indexes:
         hits = index.search(Q, M, 10)
         run = {q: [doc_ids[int(p)] for p in pids] for q, (_, pids) in zip(qids, hits, strict=True)}
-        ndcg.append(ndcg_at_k(run, qrels, 10))
+        ndcg.append([ndcg_at_k({q: r for q, r in run.items() if q in part}, {q: qrels[q] for q in part if q in qrels},
+                               10) for part in (set(qids), on_added, set(qids) - on_added)])
     p50 = latencies(indexes, Q, M, args.latency_queries)
     shutil.rmtree(work, ignore_errors=True)
     labels = [
         f"fresh build of all {N:,} passages, default K ({fresh_s:.0f} s)",
         f"built on the first {base_n:,} (default K = {base_k:,}), then 20 adds of {step} passages "
         f"(add median {statistics.median(add_ms):.0f} ms)",
-        f"fresh build of all {N:,} passages with num_centroids={base_k:,} (reference for the grown row)",
+        "the same, compacted into one segment (same codec, same rows)",
+        f"fresh build of all {N:,} passages with num_centroids={base_k:,}",
     ]
-    head = "| SciFact PLAID nbits=2 | segments | K | nDCG@10 | search p50 ms |\n|---|---:|---:|---:|---:|\n"
+    head = (f"| SciFact PLAID nbits=2 | segments | K | nDCG@10 | nDCG@10, the {len(on_added)} queries judged on "
+            f"added passages | nDCG@10, the other {len(qids) - len(on_added)} | search p50 ms |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n")
     table = head + "\n".join(
-        f"| {label} | {ix.num_segments} | {ix.num_centroids:,} | {nd:.4f} | {lat:.1f} |"
+        f"| {label} | {ix.num_segments} | {ix.num_centroids:,} | {nd[0]:.4f} | {nd[1]:.4f} | {nd[2]:.4f} | {lat:.1f} |"
         for label, ix, nd, lat in zip(labels, indexes, ndcg, p50, strict=True)
     )
     checks = [
-        f"- {'PASS' if abs(ndcg[1] - ndcg[0]) <= 0.005 else 'FAIL'}: nDCG@10 after the adds within 0.005 of the "
-        f"fresh build ({ndcg[1]:.4f} vs {ndcg[0]:.4f})",
-        f"- {'PASS' if abs(ndcg[1] - ndcg[2]) <= 0.005 else 'FAIL'}: nDCG@10 after the adds within 0.005 of a fresh "
-        f"build with the same number of centroids ({ndcg[1]:.4f} vs {ndcg[2]:.4f}): what the adds themselves cost",
+        f"- {'PASS' if abs(ndcg[1][0] - ndcg[0][0]) <= 0.005 else 'FAIL'}: nDCG@10 after the adds within 0.005 of "
+        f"the fresh build ({ndcg[1][0]:.4f} vs {ndcg[0][0]:.4f})",
+        f"- {'PASS' if ndcg[1] == ndcg[2] else 'FAIL'}: segments and adds cost nothing against one segment with the "
+        f"same codec ({ndcg[1][0]:.4f} vs {ndcg[2][0]:.4f})",
         f"- (not a target) search p50 after the adds / fresh build = {p50[1] / p50[0]:.2f}",
+        f"- the codec: adds compress new passages with the centroids and bucket tables of the first build (which "
+        f"keeps them O(change)); those were trained on the first 80 % of the tokens and number {base_k:,} (K = "
+        f"2^floor(log2(16·sqrt(tokens))); {fresh.num_centroids:,} for all the tokens), plus centroids appended "
+        f"for outlier tokens. The compacted row shows that segments and adds change nothing by themselves: the gap "
+        f"to the fresh builds is the codec's (k-means training alone moves nDCG@10 by up to 0.008 between seeds, "
+        f"## Search). After large growth, rebuild: the churn warning says so once 10 % of the index changed.",
     ]
-    if base_k != fresh.num_centroids:
-        checks.append(
-            f"- note: K = 2^floor(log2(16·sqrt(tokens))) is {base_k:,} for the first 80 % of the tokens and "
-            f"{fresh.num_centroids:,} for all of them; adds keep the codec (O(change)), so the grown index has "
-            f"the smaller codebook of its first build (plus the centroids appended for outliers). `compact()` keeps "
-            f"it too; rebuilding gives the larger one."
-        )
     return table, checks
 
 

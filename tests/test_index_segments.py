@@ -287,3 +287,26 @@ def test_format_1_folders_open_as_one_segment_and_convert_on_write(coll: dict, t
     (tmp_path / "v1" / "metadata.json").write_text(json.dumps(meta1))
     with pytest.raises(CorruptIndexError, match=r"metadata\.json has format_version 3.*rebuilt"):
         load_index(tmp_path / "v1")
+
+
+def test_segmented_array_gathers_like_one_array() -> None:
+    from lateragkit.index.segments import SegmentedArray
+
+    rng = np.random.default_rng(3)
+    sizes = [7, 0, 5, 12]
+    parts = [torch.from_numpy(rng.integers(0, 100, (n, 3)).astype(np.uint8)) for n in sizes]
+    whole = torch.cat(parts)
+    arr = SegmentedArray(parts, row_shape=(3,), dtype=torch.uint8, device=torch.device("cpu"))
+    assert arr.shape == (24, 3) and len(arr) == 24
+    idx = torch.from_numpy(rng.integers(0, 24, 50))  # any order, repeats
+    assert torch.equal(arr.take(idx), whole[idx])
+    # runs (each inside one part) in an order that is not the parts' order
+    starts, lens = torch.tensor([12, 0, 19, 7, 3, 23]), torch.tensor([4, 3, 5, 2, 0, 1])
+    expected = torch.cat([whole[s : s + n] for s, n in zip(starts.tolist(), lens.tolist(), strict=True)])
+    assert torch.equal(arr.take_runs(starts, lens), expected)
+    assert torch.equal(arr.take_runs(torch.tensor([0, 12]), torch.tensor([7, 5])), torch.cat([whole[:7], whole[12:17]]))
+    assert arr.take(torch.zeros(0, dtype=torch.long)).shape == (0, 3)
+    # codes of segments written before and after the codebook passed 32,768 centroids: the wider dtype
+    mixed = SegmentedArray([torch.tensor([1, 2], dtype=torch.int16), torch.tensor([40_000], dtype=torch.int32)],
+                           row_shape=(), dtype=torch.int16, device=torch.device("cpu"))
+    assert mixed.take(torch.tensor([2, 0])).tolist() == [40_000, 1] and mixed.dtype == torch.int32

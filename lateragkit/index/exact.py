@@ -17,7 +17,6 @@ import torch
 from .. import scoring
 from .base import PassageIndex, SearchResult, as_tensor
 from .meta import IndexMeta, SegmentMeta
-from .packed import ranges
 from .registry import register
 from .segments import Segment, SegmentedArray
 from .storage import load_npy, save_npy
@@ -112,5 +111,5 @@ class ExactIndex(PassageIndex):
         if rows.size == 0:
             return torch.zeros(Q.shape[0], 0, device=Q.device)
         lens = self.doclens[rows]
-        tok = torch.from_numpy(ranges(self.tok_offsets[rows], lens))
-        return scoring.maxsim(Q, Q_mask, self._vectors.take(tok), lens)
+        vecs = self._vectors.take_runs(torch.from_numpy(self.tok_offsets[rows]), torch.from_numpy(lens))
+        return scoring.maxsim(Q, Q_mask, vecs, lens)

@@ -9,7 +9,7 @@ Per query:
 4. decompress those passages and score them exactly with `scoring.maxsim`.
 
 Rows and tokens are global (segment after segment); codes and residuals are gathered across segments by
-`SegmentedArray.take`, inverted lists walked by `SegmentedIVF.lists`. An index of several segments thus
+`SegmentedArray.take_runs`, inverted lists walked by `SegmentedIVF.lists`. An index of several segments thus
 ranks exactly as one segment holding the same rows with the same codec.
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ from .. import scoring
 from .base import PassageIndex, SearchResult
 from .codec import ResidualCodec
 from .ivf import SegmentedIVF
-from .packed import token_ranges
 from .segments import SegmentedArray
 
 __all__ = ["PlaidSearch", "plaid_params", "DEFAULT_MAX_EXACT_SUBSET"]
@@ -174,8 +173,8 @@ class PlaidSearch(PassageIndex):
         out = torch.empty(rows.numel(), dtype=torch.float32, device=self.device)
         for start, end in scoring.document_blocks(lens, STAGE_TOKENS):
             blk = rows[start:end]
-            tok, doc = token_ranges(self._tok_offsets[blk], lens[start:end])
-            codes = self._codes.take(tok).long()
+            doc = torch.repeat_interleave(torch.arange(end - start, device=self.device), lens[start:end])
+            codes = self._codes.take_runs(self._tok_offsets[blk], lens[start:end]).long()
             best = torch.full((end - start, lq), float("-inf"), dtype=S_T.dtype, device=self.device)
             best.scatter_reduce_(0, doc[:, None].expand(-1, lq), S_T[codes], reduce="amax", include_self=True)
             out[start:end] = best.float().sum(1)
@@ -185,8 +184,8 @@ class PlaidSearch(PassageIndex):
         """Decompressed vectors of the passages at ``rows`` (packed) and their lengths."""
         rows = torch.as_tensor(rows).to(self.device).long()
         lens = self._doclens[rows]
-        tok, _ = token_ranges(self._tok_offsets[rows], lens)
-        return self.codec.decompress(self._codes.take(tok), self._residuals.take(tok)), lens
+        starts = self._tok_offsets[rows]
+        return self.codec.decompress(self._codes.take_runs(starts, lens), self._residuals.take_runs(starts, lens)), lens
 
     def _exact_scores(self, Q: torch.Tensor, Q_mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Stage 4: MaxSim over decompressed vectors, decompressing at most ~EXACT_TOKENS tokens at a time

@@ -3,7 +3,7 @@
 A `Segment` is a run of rows (passages) written once into its own folder: ``doclens.npy`` and ``pids.npy``
 plus the backend's per-token arrays. Rows are numbered globally in segment order, and so are tokens;
 `SegmentedArray` presents the per-segment token arrays as one array and gathers global positions from
-them (`take`): every backend reads tokens across segments through it.
+them (`take_runs`, `take`): every backend reads tokens across segments through it.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 
 from ..exceptions import CorruptIndexError
 from .meta import IndexMeta, SegmentMeta
-from .packed import ranges, row_blocks
+from .packed import ranges, row_blocks, token_ranges
 from .storage import NpyAppender, load_npy, save_npy
 
 logger = logging.getLogger(__name__)
@@ -116,21 +116,35 @@ class SegmentedArray:
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows at the global positions ``idx`` (any order, repeats allowed), in that order."""
         idx = idx.to(self.device).long()
+        return self.take_runs(idx, torch.ones_like(idx))
+
+    def take_runs(self, starts: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """The rows of the runs ``[starts[i], starts[i] + lens[i])``, concatenated in the given order.
+
+        A run lies within one segment (a passage's tokens always do). Runs are grouped by segment, each
+        segment gathers its runs' rows at once, and one final gather restores the order asked for.
+        """
+        starts, lens = starts.to(self.device).long(), lens.to(self.device).long()
         if len(self.parts) == 1:
-            return self.parts[0][idx]
-        out = torch.empty((idx.numel(), *self.row_shape), dtype=self.dtype, device=self.device)
-        if idx.numel() == 0:
-            return out
-        part = torch.searchsorted(self._bounds, idx, right=True)
+            return self.parts[0][token_ranges(starts, lens)[0]]
+        part = torch.searchsorted(self._bounds, starts, right=True)
         order = torch.argsort(part, stable=True)
         counts = torch.bincount(part, minlength=len(self.parts)).tolist()
-        pos = 0
+        pieces, pos = [], 0
         for p, count in enumerate(counts):
             if count:
                 sel = order[pos : pos + count]
-                out[sel] = self.parts[p][idx[sel] - int(self.starts[p])].to(self.dtype)
+                pieces.append(self.parts[p][token_ranges(starts[sel] - int(self.starts[p]), lens[sel])[0]])
                 pos += count
-        return out
+        if not pieces:
+            return torch.empty((0, *self.row_shape), dtype=self.dtype, device=self.device)
+        grouped = torch.cat([piece.to(self.dtype) for piece in pieces])
+        if len(pieces) == 1 or bool((order[1:] > order[:-1]).all()):
+            return grouped  # the runs were in segment order already
+        glens = lens[order]
+        first = torch.empty_like(starts)
+        first[order] = torch.cumsum(glens, 0) - glens  # where each run starts in `grouped`
+        return grouped[token_ranges(first, lens)[0]]
 
 
 def copy_rows(
