@@ -220,14 +220,11 @@ def _run_child(step: str, args: argparse.Namespace, model: str, index_path: Path
 
 
 def _vector_tokens(index_path: Path) -> int | None:
-    import numpy as np
+    """Token vectors stored in the live version's index (from its metadata; the files are only mapped)."""
+    from lateragkit.index import load_index
 
     backend = index_path / json.loads((index_path / "CURRENT").read_text())["version"] / "backend"
-    for name in ("doclens.npy",):
-        p = backend / name
-        if p.exists():
-            return int(np.load(p, mmap_mode="r", allow_pickle=False).sum())
-    return None
+    return int(load_index(backend, device="cpu").num_tokens) if backend.is_dir() else None
 
 
 def _table(rows: list[dict[str, Any]], args: argparse.Namespace, tokens: int | None, dim: int,

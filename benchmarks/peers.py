@@ -139,6 +139,17 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(out))
 
 
+def build_folder(args: argparse.Namespace, system: str, threads: int) -> Path:
+    """The index folder of ``system`` ("lateragkit" / "fast-plaid") for this thread count. With --reuse-builds
+    and no build at this thread count, an earlier build at another thread count (the same vectors and
+    parameters: only the search threads differ; its build time is reported)."""
+    own = WORK / args.dataset / f"{system}-t{threads}"
+    if args.reuse_builds and not (own.parent / f"{own.name}.build.json").exists():
+        for other in sorted((WORK / args.dataset).glob(f"{system}-t*.build.json")):
+            return other.parent / other.name[: -len(".build.json")]
+    return own
+
+
 def run_worker(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     python = Path(args.venv) / "bin" / "python"
     if not python.exists():
@@ -148,7 +159,7 @@ def run_worker(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     cmd = [str(python), __file__, "--worker", "--dataset", args.dataset, "--threads", str(threads),
            "--latency-queries", str(args.latency_queries), "--batch-queries", str(args.batch_queries),
            "--fp-batch-modes", args.fp_batch_modes] + (["--reuse-builds"] if args.reuse_builds else []) + [
-           "--index", str(WORK / args.dataset / f"fast-plaid-t{threads}"), "--out", str(out)]
+           "--index", str(build_folder(args, "fast-plaid", threads)), "--out", str(out)]
     subprocess.run(cmd, env=env, check=True)
     return json.loads(out.read_text())
 
@@ -168,7 +179,7 @@ def run_ours(args: argparse.Namespace, data: dict[str, Any], threads: int) -> di
 
     torch.set_num_threads(threads)
     vectors, doclens = data["vectors"], data["doclens"]
-    folder = WORK / args.dataset / f"lateragkit-t{threads}"
+    folder = build_folder(args, "lateragkit", threads)
     built = folder.parent / f"{folder.name}.build.json"
     if args.reuse_builds and built.exists():
         build_s = json.loads(built.read_text())["build_s"]

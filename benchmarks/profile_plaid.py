@@ -19,9 +19,12 @@ then lands in "other"). The query-centroid GEMM is inline in the search method t
 the same shapes and taken out of "other".
 
 Second part: the exact stage on the same candidate passages (captured from the decompression calls of the
-search) computed three ways: decompression + `scoring.maxsim` (today), the lookup-table kernel
-(`lateragkit.index.lut`) with the per-token norms computed in the call, and with them known beforehand
-(stored at build time). Also a batch: the queries' exact stages one by one vs one `lut_maxsim_pairs` call.
+search) computed four ways: decompression of all candidates at once + `scoring.maxsim` (the stage before
+0.3: one pass over ~100 MB at k=100), the search's own exact stage (`PlaidSearch._exact_scores`: cache-sized
+blocks), the lookup-table kernel (`lateragkit.index.lut`) with the per-token norms computed in the call, and
+with them known beforehand (as if stored at build time). Also a batch: the queries' exact stages one by one vs
+one `lut_maxsim_pairs` call vs the search's shared exact stage; and whole k=100 searches, one call per query
+vs one batched call (``--rates``).
 
 Prints the tables and writes them under ``## PLAID profile`` in ``benchmarks/RESULTS.md``.
 """
@@ -49,6 +52,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+if "--lateragkit" in sys.argv:  # profile another checkout of the library (the baseline of --baseline)
+    sys.path.insert(0, sys.argv[sys.argv.index("--lateragkit") + 1])
 
 import results_file  # noqa: E402
 import search as search_bench  # noqa: E402
@@ -228,7 +233,7 @@ def best_of(runs: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> flo
 
 
 def profile_k(index: Any, data: dict[str, Any], k: int, n_queries: int, timer: StageTimer,
-              repeats: int) -> dict[str, Any]:
+              repeats: int, exact_ways: bool = True) -> dict[str, Any]:
     """Per-stage mean ms over ``n_queries`` single-query searches, and the exact-stage comparison."""
     Q, M = data["Q"], data["Q_mask"]
     lengths = M.sum(1).tolist()
@@ -246,12 +251,12 @@ def profile_k(index: Any, data: dict[str, Any], k: int, n_queries: int, timer: S
             stage_ms[stage] += 1000 * sec
         qs = q[m].to(codec.device, codec.dtype)
         gemm_ms += 1000 * best_of(3, torch.matmul, qs, codec.centroids.T)
-        if not timer.captured_rows:
+        if not timer.captured_rows or not exact_ways:
             continue
         rows = torch.cat(timer.captured_rows)
         codes, residuals, lens = compressed_rows(index, rows)
         per_query.append((rows, codes, residuals, lens))
-        diff = compare_exact(codec, q, m, codes, residuals, lens, exact, repeats)
+        diff = compare_exact(index, q, m, rows, codes, residuals, lens, exact, repeats)
         max_diff = max(max_diff, diff)
     n = max(1, n_queries)
     stage_ms = {s: v / n for s, v in stage_ms.items()}
@@ -280,15 +285,22 @@ def decompress_maxsim(codec: Any, q: torch.Tensor, m: torch.Tensor, codes: torch
     return scoring.maxsim(q, m, codec.decompress(codes, residuals), lens)
 
 
-def compare_exact(codec: Any, q: torch.Tensor, m: torch.Tensor, codes: torch.Tensor, residuals: torch.Tensor,
-                  lens: torch.Tensor, acc: dict[str, float], repeats: int) -> float:
-    """Exact-stage scores of one query three ways (best of 3 runs each); adds ms to ``acc``."""
+def search_exact(index: Any, qs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The exact stage as `search` runs it (blocked decompression + GEMM + segmented maximum), one query."""
+    return index._exact_scores(qs.to(index.codec.dtype), [0, int(qs.shape[0])], [rows])[0][None]
+
+
+def compare_exact(index: Any, q: torch.Tensor, m: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
+                  residuals: torch.Tensor, lens: torch.Tensor, acc: dict[str, float], repeats: int) -> float:
+    """Exact-stage scores of one query four ways (best of 3 runs each); adds ms to ``acc``."""
+    codec = index.codec
     qs = q[m].to(codec.device, torch.float32)
     S = qs @ codec.centroids.float().T
 
     inv = lut.token_inv_norms(codec, codes, residuals)
     ways: dict[str, Callable[[], torch.Tensor]] = {
         "decompress + MaxSim": functools.partial(decompress_maxsim, codec, q, m, codes, residuals, lens),
+        "search's exact stage": functools.partial(search_exact, index, qs, rows),
         "LUT, norms computed": functools.partial(lut.lut_maxsim, codec, q, m, codes, residuals, lens,
                                                  centroid_scores=S),
         "LUT, norms given": functools.partial(lut.lut_maxsim, codec, q, m, codes, residuals, lens,
@@ -321,30 +333,69 @@ def batch_exact(index: Any, data: dict[str, Any], captured: list, batch: int, re
                               centroid_scores=S)
     t_pairs = best_of(repeats, pairs)
     t_given = best_of(repeats, pairs, inv_norms=lut.token_inv_norms(codec, codes, residuals))
+    counts = M.sum(1).tolist()
+    firsts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    shared = functools.partial(index._exact_scores, Q[M].to(codec.device, codec.dtype), firsts,
+                               [r for r, *_ in captured])
+    t_shared = best_of(repeats, shared)
     return {"queries": len(captured), "union_passages": int(union.numel()), "one_by_one_ms": 1000 * t_one,
-            "pairs_ms": 1000 * t_pairs, "pairs_given_ms": 1000 * t_given}
+            "pairs_ms": 1000 * t_pairs, "pairs_given_ms": 1000 * t_given, "shared_ms": 1000 * t_shared}
+
+
+def search_rates(index: Any, data: dict[str, Any], n: int, k: int = 100) -> dict[str, float]:
+    """Queries per second at k: one `search` call per query vs one call with all ``n`` queries."""
+    Q, M = data["Q"][:n], data["Q_mask"][:n]
+    lengths = M.sum(1).tolist()
+    t0 = time.perf_counter()
+    for i in range(n):
+        index.search(Q[i : i + 1, : lengths[i]], M[i : i + 1, : lengths[i]], k)
+    one = time.perf_counter() - t0
+    batch = best_of(1, index.search, Q, M, k)
+    return {"queries_rate": n, "one_qps": n / one, "batch_qps": n / batch}
 
 
 # --------------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------------
-def stage_table(results: list[dict[str, Any]]) -> str:
-    head = "| stage | " + " | ".join(f"k={r['k']} ms/query | share" for r in results) + " |"
-    lines = [head, "|---|" + "---:|---:|" * len(results)]
+def stage_table(results: list[dict[str, Any]], before: list[dict[str, Any]] | None = None) -> str:
+    """Stage rows; with ``before`` (the baseline checkout's stages) a before and an after column per k."""
+    cols = [(f"k={r['k']}", r) for r in results]
+    if before:
+        cols = [c for b, r in zip(before, results, strict=True)
+                for c in ((f"k={b['k']} before", b), (f"k={r['k']} after", r))]
+    head = "| stage | " + " | ".join(f"{name} ms/query | share" for name, _ in cols) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(cols)]
     for stage in STAGE_NAMES:
         cells = []
-        for r in results:
+        for _, r in cols:
             v = r["stages"].get(stage)
             cells.append("—" if v is None else f"{v:.2f}")
             cells.append("—" if v is None else f"{100 * v / r['total_ms']:.0f} %")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines.append("| **search (mean)** | " + " | ".join(f"**{r['total_ms']:.1f}** | 100 %" for r in results) + " |")
-    lines.append("| search p50 | " + " | ".join(f"{r['p50_ms']:.1f} | " for r in results) + " |")
+    lines.append("| **search (mean)** | " + " | ".join(f"**{r['total_ms']:.1f}** | 100 %" for _, r in cols) + " |")
+    lines.append("| search p50 | " + " | ".join(f"{r['p50_ms']:.1f} | " for _, r in cols) + " |")
     return "\n".join(lines)
 
 
+def run_baseline(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The stage profile of the checkout ``args.baseline`` (its ``lateragkit`` package), in a subprocess on the
+    same index and queries, run just before this one."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "stages.json"
+        cmd = [sys.executable, __file__, "--lateragkit", str(Path(args.baseline).resolve()), "--stages-json",
+               str(out), "--dataset", args.dataset, "--queries", str(args.queries), "--threads", str(args.threads),
+               "--device", args.device]
+        subprocess.run(cmd, check=True)
+        return list(json.loads(out.read_text()))
+
+
 def exact_table(results: list[dict[str, Any]]) -> str:
-    names = ["decompress + MaxSim", "LUT, norms computed", "of which: norms", "LUT, norms given"]
+    names = ["decompress + MaxSim", "search's exact stage", "LUT, norms computed", "of which: norms",
+             "LUT, norms given"]
     lines = ["| exact stage, same candidates | " + " | ".join(
         f"k={r['k']} ({r['passages']:.0f} passages, {r['tokens']:,.0f} tokens) ms | speed-up" for r in results) + " |",
         "|---|" + "---:|---:|" * len(results)]
@@ -383,12 +434,19 @@ def main() -> None:
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--queries", type=int, default=100, help="queries profiled one at a time per k")
     ap.add_argument("--batch", type=int, default=32, help="queries in the batched exact-stage comparison (k=100)")
+    ap.add_argument("--rates", type=int, default=100,
+                    help="queries of the k=100 rate comparison: one search call each vs one batched call (0: skip)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=REPEATS, help="runs of each exact-stage variant (fastest counts)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached index")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--baseline", help="a checkout of an earlier lateragkit (the folder holding its `lateragkit/`): "
+                    "its stage profile is run first, in a subprocess, and shown beside this one")
+    ap.add_argument("--lateragkit", help=argparse.SUPPRESS)  # handled before the imports
+    ap.add_argument("--stages-json", help=argparse.SUPPRESS)  # the baseline's subprocess: stages only, as JSON
     args = ap.parse_args()
+    before = run_baseline(args) if args.baseline else None
     torch.set_num_threads(args.threads)
     data = search_bench.encode_cached(args.dataset)
     index = get_index(args.dataset, data, args.rebuild, args.device)
@@ -398,9 +456,16 @@ def main() -> None:
     instrument(timer)
     print("wrapped:\n  " + "\n  ".join(timer.found), flush=True)
     try:
-        results = [profile_k(index, data, k, n_queries, timer, args.repeats) for k in (10, 100)]
+        results = [profile_k(index, data, k, n_queries, timer, args.repeats, exact_ways=not args.stages_json)
+                   for k in (10, 100)]
     finally:
         timer.unpatch()
+    if args.stages_json:
+        import json
+
+        keep = ("k", "queries", "total_ms", "p50_ms", "stages")
+        Path(args.stages_json).write_text(json.dumps([{key: r[key] for key in keep} for r in results]))
+        return
     captured = results[1]["captured"]
     batch = batch_exact(index, data, captured, args.batch, args.repeats) if captured else None
     if batch is not None:
@@ -408,8 +473,10 @@ def main() -> None:
         batch["all_tokens"] = int(codes.numel())
         batch["all_norms_s"] = best_of(1, lut.token_inv_norms, index.codec, codes, residuals)
         del codes, residuals
+    if batch is not None and args.rates:
+        batch.update(search_rates(index, data, min(args.rates, int(data["Q"].shape[0]))))
     missing = [s for s, _ in STAGES if s not in timer.stages_found]
-    text = report(args, data, index, results, batch, timer.found, missing)
+    text = report(args, data, index, results, batch, timer.found, missing, before)
     print(text)
     if not args.no_write:
         write_results(SECTION, text)
@@ -417,7 +484,8 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, data: dict[str, Any], index: Any, results: list[dict[str, Any]],
-           batch: dict[str, float] | None, found: list[str], missing: list[str]) -> str:
+           batch: dict[str, float] | None, found: list[str], missing: list[str],
+           before: list[dict[str, Any]] | None = None) -> str:
     command = " ".join(["python benchmarks/profile_plaid.py", *sys.argv[1:]])
     doclens = data["doclens"]
     lines = [
@@ -434,7 +502,9 @@ def report(args: argparse.Namespace, data: dict[str, Any], index: Any, results: 
         "same shapes (it is taken out of 'other'). 'top-k' is every `torch.topk` (stage 2/3 selections and the "
         "final one) plus result building.",
         "",
-        stage_table(results),
+        *([f"Before: the checkout `{args.baseline}` profiled the same way in a subprocess just before "
+            "(same index, queries and threads); after: this checkout.", ""] if before else []),
+        stage_table(results, before),
         "",
         "Exact stage on the candidates the searches above sent to it (mean per query, fastest of "
         f"{args.repeats} runs): today's decompression + `scoring.maxsim`, vs "
@@ -452,11 +522,21 @@ def report(args: argparse.Namespace, data: dict[str, Any], index: Any, results: 
             f"passages among their candidates): one at a time with decompression + MaxSim "
             f"{batch['one_by_one_ms']:.0f} ms; one `lut_maxsim_pairs` call (norms computed once per distinct token) "
             f"{batch['pairs_ms']:.0f} ms ({batch['one_by_one_ms'] / batch['pairs_ms']:.2f}×); the same with the "
-            f"norms given {batch['pairs_given_ms']:.0f} ms ({batch['one_by_one_ms'] / batch['pairs_given_ms']:.2f}×).",
+            f"norms given {batch['pairs_given_ms']:.0f} ms ({batch['one_by_one_ms'] / batch['pairs_given_ms']:.2f}×); "
+            f"the search's shared exact stage (`PlaidSearch._exact_scores` of all {batch['queries']} queries: each "
+            f"distinct passage decompressed once) {batch['shared_ms']:.0f} ms "
+            f"({batch['one_by_one_ms'] / batch['shared_ms']:.2f}×).",
             "",
             f"The norms of every token of the index ({batch['all_tokens']:,}), computed once as a build or load "
             f"step would: {batch['all_norms_s']:.1f} s with `lut.token_inv_norms` (4 bytes per token as float32).",
         ]
+        if "batch_qps" in batch:
+            lines += [
+                "",
+                f"Whole searches at k=100, {batch['queries_rate']} queries: one `search` call per query "
+                f"{batch['one_qps']:.2f} queries/s; one call with all of them {batch['batch_qps']:.2f} queries/s "
+                f"({batch['batch_qps'] / batch['one_qps']:.2f}×).",
+            ]
     lines += ["", "Functions wrapped: " + "; ".join(f"`{f}`" for f in found) + "."]
     if missing:
         lines.append("Stages no function matched: " + ", ".join(missing) + ".")

@@ -3,7 +3,7 @@
     python benchmarks/qdrant.py                         # SciFact (cached vectors) + synthetic growth
     python benchmarks/qdrant.py --skip-synthetic        # part 1 only (part 2's last text is kept)
     python benchmarks/qdrant.py --skip-dataset --sizes 25000 50000
-    python benchmarks/qdrant.py --resume ...            # part 1: reuse the rows an interrupted run saved
+    python benchmarks/qdrant.py --resume ...            # go on from what an interrupted run saved
 
 Part 1 (SciFact): every index is built from the same cached all-MiniLM-L6-v2 token vectors that
 ``benchmarks/search.py`` uses (``encode_cached``: run ``python benchmarks/search.py --encode-only scifact``
@@ -15,9 +15,12 @@ latency of one query per call (k=10), QPS of one batched call. Target: Qdrant nD
 MaxSim.
 
 Part 2 (synthetic): clustered random token vectors (dim 128, 20-40 tokens per passage, ColBERTv2's width)
-in growing collections; for each size the p50 latency (k=10, one query per call) of PLAID nbits=2 (built
-for that size) and of the embedded Qdrant index (grown by adding passages), and the share of exact MaxSim's
-top 10 that each returns.
+in growing collections; for each size PLAID nbits=2 (built for that size) and the embedded Qdrant index
+(grown by adding passages) are timed side by side, query by query (k=10, one query per call: p50 and p95,
+PLAID also with one torch thread), with the load average while timing, the share of exact MaxSim's top 10
+that each returns, bytes per token, build/add seconds and the step's peak memory. The state is saved under
+``benchmarks/cache/qdrant/synthetic/`` after every 10,000-passage block and every size: ``--resume`` goes
+on from there after an interruption, and ``RESULTS.md`` is rewritten after every size.
 
 Prints markdown tables and writes them to ``benchmarks/RESULTS.md`` under ``## Qdrant`` (each part's text
 is also kept under ``benchmarks/cache/qdrant/`` so that one part can be rerun alone).
@@ -26,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ from lateragkit.index import build_index  # noqa: E402
 from lateragkit.qdrant import QdrantIndex, QdrantLocation, QdrantOptions  # noqa: E402
 
 SECTION = "## Qdrant"
+logger = logging.getLogger("benchmarks.qdrant")
 WORK = HERE / "cache" / "qdrant"
 PARTS = ("dataset", "synthetic")  # each part's text is kept in WORK/part-<name>.md: one part can be rerun alone
 UPSERT_DOCS = 1024  # passages per upsert_documents call while building (the facade's encode chunk)
@@ -245,6 +251,7 @@ def dataset_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str, s
 # part 2: synthetic growth
 # --------------------------------------------------------------------------------------------------
 SYN_DIM, SYN_TOPICS = 128, 4096
+SYN_BLOCK = 10_000  # passages generated and added per step (the resume granularity)
 
 
 def synthetic_block(start: int, n: int, topics: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -267,79 +274,213 @@ def synthetic_queries(topics: np.ndarray, own: np.ndarray, n: int, seed: int) ->
     return torch.from_numpy(q.astype(np.float32)), torch.ones(n, 32, dtype=torch.bool)
 
 
-def p50_ms(index: Any, Q: torch.Tensor, M: torch.Tensor) -> float:
-    """Median latency of one query per call, k=10 (``index.search(Q, Q_mask, k)``)."""
-    index.search(Q[:2], M[:2], 10)  # warm-up
-    lat = []
+class MemoryWatch:
+    """Peak resident memory of this process (``VmRSS``, sampled every second by a daemon thread) and lowest
+    ``MemAvailable`` of the machine since the last ``reset()``."""
+
+    def __init__(self) -> None:
+        self.peak_rss = 0
+        self.min_available = 1 << 62
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _read(path: str, key: str) -> int:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self._read("/proc/self/status", "VmRSS"))
+        self.min_available = min(self.min_available, self._read("/proc/meminfo", "MemAvailable"))
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.sample()
+
+    def reset(self) -> None:
+        self.peak_rss, self.min_available = 0, 1 << 62
+        self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class OneThread:
+    """An index searched with one torch thread (the process's setting is restored after each call): shows
+    how much of PLAID's latency on a busy machine is torch's thread pool waiting for a core."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def search(self, Q: torch.Tensor, Q_mask: torch.Tensor, k: int) -> Any:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.index.search(Q, Q_mask, k)
+        finally:
+            torch.set_num_threads(threads)
+
+
+def interleaved_latency(indexes: dict[str, Any], Q: torch.Tensor, M: torch.Tensor) -> dict[str, Any]:
+    """Latency of one query per call (k=10) of every index, timed in turn query by query (the order rotates
+    from one query to the next) so that all of them see the same machine load. Returns per index the list
+    of milliseconds, and ``load`` (1-minute load averages sampled every 10 queries)."""
+    names = list(indexes)
+    for index in indexes.values():
+        index.search(Q[:2], M[:2], 10)  # warm-up
+    lat: dict[str, list[float]] = {name: [] for name in names}
+    load: list[float] = []
     for i in range(Q.shape[0]):
-        t0 = time.perf_counter()
-        index.search(Q[i : i + 1], M[i : i + 1], 10)
-        lat.append(1000 * (time.perf_counter() - t0))
-    return float(np.percentile(lat, 50))
+        if i % 10 == 0:
+            load.append(os.getloadavg()[0])
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t0 = time.perf_counter()
+            indexes[name].search(Q[i : i + 1], M[i : i + 1], 10)
+            lat[name].append(1000 * (time.perf_counter() - t0))
+    load.append(os.getloadavg()[0])
+    return {"ms": lat, "load": load}
 
 
 def overlap(found: list[np.ndarray], truth: torch.Tensor) -> float:
     return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
-def synthetic_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(7)
-    topics = rng.normal(size=(SYN_TOPICS, SYN_DIM)).astype(np.float32)
-    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
-    work = WORK / "synthetic"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    qdrant = QdrantIndex.create(QdrantLocation(path=work / "qdrant"), dim=SYN_DIM)
-    vec_parts: list[np.ndarray] = []
-    len_parts: list[np.ndarray] = []
-    own_parts: list[np.ndarray] = []
-    have, rows = 0, []
-    for size in sorted(args.sizes):
+class Synthetic:
+    """Part 2's state: the growing embedded Qdrant index, the generated vectors so far, and the rows, saved to
+    ``WORK/synthetic/state.json`` after every block of passages and every finished size, so that ``--resume``
+    goes on from there (Qdrant upserts are idempotent: a block cut short is added again whole)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        rng = np.random.default_rng(7)
+        self.topics = rng.normal(size=(SYN_TOPICS, SYN_DIM)).astype(np.float32)
+        self.topics /= np.linalg.norm(self.topics, axis=1, keepdims=True)
+        self.work = WORK / "synthetic"
+        self.state_path = self.work / "state.json"
+        self.args = args
+        config = {"dim": SYN_DIM, "topics": SYN_TOPICS, "block": SYN_BLOCK, "queries": args.synthetic_queries,
+                  "upsert_docs": UPSERT_DOCS}
+        state = json.loads(self.state_path.read_text()) if args.resume and self.state_path.exists() else None
+        if state is not None and state.get("config") != config:
+            raise SystemExit(f"{self.state_path} was saved with {state.get('config')}, not {config}: "
+                             "run without --resume to start again")
+        if state is None:
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work.mkdir(parents=True)
+            state = {"config": config, "qdrant_have": 0, "step_add_s": 0.0, "plaid_build_s": {}, "rows": []}
+            self.qdrant = QdrantIndex.create(QdrantLocation(path=self.work / "qdrant"), dim=SYN_DIM)
+        else:
+            self.qdrant = QdrantIndex.open(QdrantLocation(path=self.work / "qdrant"))
+            logger.info("resuming: %d passages in Qdrant, %d sizes done", state["qdrant_have"], len(state["rows"]))
+        self.state = state
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for start in range(0, state["qdrant_have"], SYN_BLOCK):  # regenerate what Qdrant already holds
+            self.parts.append(synthetic_block(start, min(SYN_BLOCK, state["qdrant_have"] - start), self.topics))
+
+    def save(self) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        os.replace(tmp, self.state_path)
+
+    def grow_qdrant(self, size: int) -> None:
+        """Add passages to the embedded Qdrant index until it holds ``size``; the seconds this step took are
+        summed in ``state['step_add_s']`` (kept across an interruption)."""
+        have = self.state["qdrant_have"]
+        for start in range(have, size, SYN_BLOCK):
+            v, lens, own = synthetic_block(start, min(SYN_BLOCK, size - start), self.topics)
+            t0 = time.perf_counter()
+            add_to_qdrant(self.qdrant, [f"p{start + i}" for i in range(len(lens))], v, lens)
+            self.state["step_add_s"] += time.perf_counter() - t0
+            self.parts.append((v, lens, own))
+            self.state["qdrant_have"] = start + len(lens)
+            self.save()
+            logger.info("Qdrant: %d passages (%.0f s this step)", start + len(lens), self.state["step_add_s"])
+
+    def plaid(self, size: int, vectors: np.ndarray, doclens: np.ndarray) -> tuple[Any, float]:
+        """PLAID nbits=2 for ``size`` passages: built (and its build time saved), or reopened when an
+        interrupted run had finished building it."""
+        from lateragkit.index import load_index
+
+        folder = self.work / f"plaid-{size}"
+        built = self.state["plaid_build_s"].get(str(size))
+        if built is not None and folder.exists():
+            return load_index(folder), float(built)
+        shutil.rmtree(folder, ignore_errors=True)
         t0 = time.perf_counter()
-        for start in range(have, size, 10_000):
-            v, lens, own = synthetic_block(start, min(10_000, size - start), topics)
-            add_to_qdrant(qdrant, [f"p{start + i}" for i in range(len(lens))], v, lens)
-            vec_parts.append(v)
-            len_parts.append(lens)
-            own_parts.append(own)
-        qdrant_build = time.perf_counter() - t0
-        have = size
-        vectors, doclens = np.concatenate(vec_parts), np.concatenate(len_parts)
-        Q, M = synthetic_queries(topics, np.concatenate(own_parts), args.synthetic_queries, seed=size)
+        plaid = build_index(folder, search_bench.chunks(vectors, doclens), dim=SYN_DIM, index_type="plaid", nbits=2)
+        build_s = time.perf_counter() - t0
+        self.state["plaid_build_s"][str(size)] = build_s
+        self.save()
+        return plaid, build_s
+
+    def measure(self, size: int, memory: MemoryWatch) -> dict[str, Any]:
+        self.grow_qdrant(size)
+        vectors = np.concatenate([p[0] for p in self.parts])
+        doclens = np.concatenate([p[1] for p in self.parts])
+        tokens = int(doclens.sum())
+        Q, M = synthetic_queries(self.topics, np.concatenate([p[2] for p in self.parts]),
+                                 self.args.synthetic_queries, seed=size)
+        logger.info("%d passages: exact MaxSim top 10", size)
         truth = torch.topk(scoring.maxsim(Q, M, vectors, doclens), 10, dim=1).indices
-        t0 = time.perf_counter()
-        plaid = build_index(work / f"plaid-{size}", search_bench.chunks(vectors, doclens), dim=SYN_DIM,
-                            index_type="plaid", nbits=2)
-        plaid_build = time.perf_counter() - t0
-        rows_of = {f"p{i}": i for i in range(size)}
-        q_rows = QdrantRows(qdrant, work / "qdrant", int(doclens.sum()), rows_of)
-        rows.append({
-            "passages": size,
-            "tokens": int(doclens.sum()),
-            "plaid_build_s": plaid_build,
-            "qdrant_add_s": qdrant_build,
-            "plaid_p50": p50_ms(plaid, Q, M),
-            "qdrant_p50": p50_ms(q_rows, Q, M),
+        logger.info("%d passages: PLAID build", size)
+        plaid, plaid_build = self.plaid(size, vectors, doclens)
+        q_rows = QdrantRows(self.qdrant, self.work / "qdrant", tokens, {f"p{i}": i for i in range(size)})
+        logger.info("%d passages: timing", size)
+        timed = interleaved_latency({"plaid": plaid, "plaid1": OneThread(plaid), "qdrant": q_rows}, Q, M)
+        memory.sample()
+        row = {
+            "passages": size, "tokens": tokens, "plaid_build_s": plaid_build, "qdrant_add_s": self.state["step_add_s"],
+            "load_min": min(timed["load"]), "load_max": max(timed["load"]),
             "plaid_overlap": overlap([p for _, p in plaid.search(Q, M, 10)], truth),
             "qdrant_overlap": overlap([p for _, p in q_rows.search(Q, M, 10)], truth),
-            "plaid_bpt": tree_bytes(work / f"plaid-{size}") / int(doclens.sum()),
-            "qdrant_bpt": tree_bytes(work / "qdrant") / int(doclens.sum()),
-        })
+            "plaid_bpt": tree_bytes(self.work / f"plaid-{size}") / tokens,
+            "qdrant_bpt": tree_bytes(self.work / "qdrant") / tokens,
+            "peak_rss": memory.peak_rss, "min_available": memory.min_available,
+        }
+        for name, ms in timed["ms"].items():
+            row[f"{name}_p50"], row[f"{name}_p95"] = float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
         del plaid
-        shutil.rmtree(work / f"plaid-{size}", ignore_errors=True)
-        print(synthetic_table(rows), flush=True)
-    qdrant.close()
-    return rows
+        shutil.rmtree(self.work / f"plaid-{size}", ignore_errors=True)
+        return row
+
+    def run(self, on_row: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+        rows = self.state["rows"]
+        memory = MemoryWatch()
+        try:
+            for size in sorted(self.args.sizes):
+                if any(r["passages"] == size for r in rows):
+                    continue
+                if size < self.state["qdrant_have"]:
+                    raise SystemExit(f"size {size} is below the {self.state['qdrant_have']} passages already in "
+                                     "Qdrant: run without --resume to start again")
+                memory.reset()
+                rows.append(self.measure(size, memory))
+                self.state["step_add_s"] = 0.0
+                self.save()
+                print(synthetic_table(rows), flush=True)
+                on_row(rows)
+        finally:
+            memory.stop()
+            self.qdrant.close()
+        return rows
 
 
 def synthetic_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| passages | tokens | PLAID nbits=2 build s | Qdrant add s (this step) | PLAID p50 ms | Qdrant p50 ms | "
-             "PLAID top-10 ∩ exact | Qdrant top-10 ∩ exact | PLAID B/token | Qdrant B/token |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    gib = 1 << 30
+    lines = ["| passages | tokens | PLAID nbits=2 build s | Qdrant add s (this step) | PLAID p50 / p95 ms | "
+             "Qdrant p50 / p95 ms | load avg (1 min) while timed | PLAID top-10 ∩ exact | Qdrant top-10 ∩ exact | "
+             "PLAID B/token | Qdrant B/token | peak RSS GiB | lowest MemAvailable GiB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['passages']:,} | {r['tokens']:,} | {r['plaid_build_s']:.0f} | {r['qdrant_add_s']:.0f} | "
-                     f"{r['plaid_p50']:.1f} | {r['qdrant_p50']:.1f} | {r['plaid_overlap']:.3f} | "
-                     f"{r['qdrant_overlap']:.3f} | {r['plaid_bpt']:.0f} | {r['qdrant_bpt']:.0f} |")
+                     f"{r['plaid_p50']:.1f} / {r['plaid_p95']:.1f} | {r['plaid1_p50']:.1f} / {r['plaid1_p95']:.1f} | "
+                     f"{r['qdrant_p50']:.1f} / {r['qdrant_p95']:.1f} | "
+                     f"{r['load_min']:.1f}–{r['load_max']:.1f} | {r['plaid_overlap']:.3f} | "
+                     f"{r['qdrant_overlap']:.3f} | {r['plaid_bpt']:.0f} | {r['qdrant_bpt']:.0f} | "
+                     f"{r['peak_rss'] / gib:.1f} | {r['min_available'] / gib:.1f} |")
     return "\n".join(lines)
 
 
@@ -360,15 +501,18 @@ def main() -> None:
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--skip-dataset", action="store_true", help="reuse the dataset part of the last run")
     ap.add_argument("--skip-synthetic", action="store_true", help="reuse the synthetic part of the last run")
-    ap.add_argument("--resume", action="store_true", help="part 1: reuse the rows an interrupted run saved")
+    ap.add_argument("--resume", action="store_true",
+                    help="go on from what an interrupted run saved (part 1: its rows; part 2: its sizes and "
+                         "Qdrant index)")
     ap.add_argument("--candidates", type=int, nargs="*", default=[50, 100, 500])
     ap.add_argument("--latency-queries", type=int, default=100)
     ap.add_argument("--exact-latency-queries", type=int, default=20)
     ap.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000, 200_000])
-    ap.add_argument("--synthetic-queries", type=int, default=50)
+    ap.add_argument("--synthetic-queries", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     command = " ".join(["python benchmarks/qdrant.py", *sys.argv[1:]])
@@ -390,22 +534,48 @@ def main() -> None:
             f"Latency side by side: the same {args.latency_queries} queries, each sent to every index in turn "
             "(so that all see the same load), k=10, one query per call:\n", latency + "\n"]))
     if not args.skip_synthetic:
-        syn = synthetic_rows(args)
-        save_part("synthetic", "\n".join([
-            "### Synthetic growth: p50 latency against collection size\n", where + "\n",
-            f"Clustered random token vectors, dim {SYN_DIM}, 20-40 tokens per passage, {args.synthetic_queries} "
-            "queries of 32 tokens; k=10, one query per call. PLAID nbits=2 is built for each size; the embedded "
-            "Qdrant index (float16, candidates=200) grows by adding the new passages (`upsert_documents` of "
-            f"{UPSERT_DOCS} passages per call). 'top-10 ∩ exact': share of exact MaxSim's top 10 returned. "
-            "B/token: apparent size of every file / token vectors.\n",
-            synthetic_table(syn) + "\n"]))
+        sizes = sorted(args.sizes)
+
+        def on_row(rows: list[dict[str, Any]]) -> None:
+            done = len(rows) == len(sizes)
+            save_part("synthetic", synthetic_text(args, where, rows, done))
+            write_results(args)
+
+        Synthetic(args).run(on_row)
+    else:
+        write_results(args)
+
+
+def synthetic_text(args: argparse.Namespace, where: str, rows: list[dict[str, Any]], done: bool) -> str:
+    progress = "" if done else (f"**Run in progress:** {len(rows)} of {len(args.sizes)} sizes measured so far; "
+                                "this section is rewritten after each size.\n")
+    resumed = (" (with `--resume`: an interrupted run was continued; the build and add seconds of a step "
+               "that was cut short are summed over both runs)") if args.resume else ""
+    return "\n".join([
+        "### Synthetic growth: p50 latency against collection size\n", where + resumed + "\n", progress,
+        f"Clustered random token vectors, dim {SYN_DIM}, 20-40 tokens per passage, {args.synthetic_queries} "
+        "queries of 32 tokens; k=10, one query per call. PLAID nbits=2 is built for each size; the embedded "
+        "Qdrant index (float16, candidates=200) grows by adding the new passages (`upsert_documents` of "
+        f"{UPSERT_DOCS} passages per call). PLAID and Qdrant are timed side by side: each query goes to both "
+        "in turn (the order rotates), so both see the same machine load; PLAID is timed twice, with the "
+        "process's torch threads and with one torch thread (a thread pool waiting for a busy core is a large "
+        "part of PLAID's latency on a shared machine); the load-average column is the "
+        "range of the 1-minute load average sampled every 10 queries (2 cores: above 2 the CPU was "
+        "oversubscribed). 'top-10 ∩ exact': share of exact MaxSim's top 10 returned. B/token: apparent size of "
+        "every file / token vectors. Peak RSS: this process's resident memory during the step (generation, "
+        "exact MaxSim, PLAID build, Qdrant adds and timing), sampled every second; lowest MemAvailable: the "
+        "machine's, over the same step (24 GiB, shared with other jobs).\n",
+        synthetic_table(rows) + "\n"])
+
+
+def write_results(args: argparse.Namespace) -> None:
     parts = [WORK / f"part-{name}.md" for name in PARTS]
     out = "\n".join([f"{SECTION}\n", *(p.read_text(encoding="utf-8") for p in parts if p.exists())])
-    print(out)
+    print(out, flush=True)
     if not args.no_write:
         search_bench.SECTION = SECTION
         search_bench.write_section(out)
-        print(f"wrote {search_bench.RESULTS} ({SECTION})")
+        print(f"wrote {search_bench.RESULTS} ({SECTION})", flush=True)
 
 
 def save_part(name: str, text: str) -> None:

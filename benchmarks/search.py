@@ -135,7 +135,9 @@ def chunks(vectors: np.ndarray, doclens: np.ndarray, per: int = CHUNK_PASSAGES):
 # measuring
 # --------------------------------------------------------------------------------------------------
 def folder_bytes(folder: Path, exclude: tuple[str, ...] = ()) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.name not in exclude)
+    """Bytes of every file under ``folder``, recursively (an index is segmented: backend/segments/seg-N/...,
+    backend/codec/...), leaving out the files named in ``exclude``."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name not in exclude)
 
 
 def run_of(hits: list, doc_ids: list[str], qids: list[str]) -> dict[str, list[str]]:
@@ -174,7 +176,8 @@ def measure(name: str, index: Any, data: dict[str, Any], build_s: float, params:
         index.search(q, m, 10, **params)
         lat.append(1000 * (time.perf_counter() - t0))
     folder = Path(index.directory)
-    fixed = ("centroids.npy", "bucket_cutoffs.npy", "bucket_weights.npy", "metadata.json")
+    # what does not grow with the collection: the codec (backend/codec/) and the metadata
+    fixed = ("centroids.npy", "coarse_centroids.npy", "bucket_cutoffs.npy", "bucket_weights.npy", "metadata.json")
     return {
         "name": name,
         "build_s": build_s,

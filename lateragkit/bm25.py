@@ -49,6 +49,7 @@ import numpy as np
 
 from .exceptions import CorruptIndexError
 from .index.storage import load_npy, read_json, save_npy, write_json
+from .validation import check_k, check_str_list
 
 logger = logging.getLogger(__name__)
 
@@ -195,15 +196,6 @@ def _stemmer(language: str) -> Any:
                          f"{', '.join(Stemmer.algorithms())}, or stemming=False") from None
 
 
-def _check_texts(texts: Sequence[str], what: str) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{what} must be a list of strings (got {type(texts).__name__}); wrap one text in a list")
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise TypeError(f"{what}[{bad}] is {type(texts[bad]).__name__}, expected str")
-    return list(texts)
-
-
 def _tokenize_ids(
     texts: list[str], config: Bm25Config, show_progress: bool = False
 ) -> tuple[list[list[int]], list[str]]:
@@ -222,7 +214,7 @@ def _tokenize_ids(
 
 def tokenize(texts: Sequence[str], config: Bm25Config | None = None) -> list[list[str]]:
     """The BM25 terms of each text (lower-cased, stopwords removed, stemmed), exactly as bm25s gives them."""
-    ids, vocab = _tokenize_ids(_check_texts(texts, "texts"), config or Bm25Config())
+    ids, vocab = _tokenize_ids(check_str_list(texts, "texts"), config or Bm25Config())
     return [[vocab[i] for i in doc] for doc in ids]
 
 
@@ -285,7 +277,7 @@ class Bm25Segment:
         ``FileExistsError`` when ``folder/bm25`` already exists (segments are immutable).
         """
         config = config or Bm25Config()
-        texts = _check_texts(texts, "texts")
+        texts = check_str_list(texts, "texts")
         pids = _check_pids(pids, len(texts))
         ids, vocab = _tokenize_ids(texts, config, show_progress)
         doclens = np.fromiter((len(d) for d in ids), dtype=np.int64, count=len(ids))
@@ -654,9 +646,8 @@ def bm25_search(
         containing a query term are returned, so ``k'`` may be below ``k``; a query with no usable term
         (only stopwords, or words absent from the index) gives empty arrays.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int (got {k!r})")
-    queries = _check_texts(queries, "queries")
+    k = check_k(k)
+    queries = check_str_list(queries, "queries")
     config = _common_config(segments, config)
     allowed_lists = _allowed_per_query(allowed, len(queries))
     live = _live_view(segments, is_live)

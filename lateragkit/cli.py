@@ -2,6 +2,7 @@
 
     lateragkit demo                                   # index a real collection, search it, show nDCG@10
     lateragkit index ./docs --name my-docs            # a folder of .txt/.md files, or a BEIR folder
+    lateragkit index ./docs --name my-docs --index-type qdrant [--qdrant-url http://host:6333]
     lateragkit search my-docs "how do I reset it?" -k 5 [--mode late|bm25|hybrid]
     lateragkit list / lateragkit info my-docs         # what the indexes hold
     lateragkit compact my-docs                        # merge segments, drop deleted rows (ids kept)
@@ -47,6 +48,7 @@ TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 RECALL_DEPTH = 100
 MODES = ("late", "bm25", "hybrid")
 API_KEY_ENV = "LATERAGKIT_API_KEY"
+QDRANT_API_KEY_ENV = "QDRANT_API_KEY"  # read by lateragkit.qdrant when no key is given
 
 
 class CLIError(Exception):
@@ -219,6 +221,111 @@ def _list_indexes(root: Path) -> list[dict[str, Any]]:
     return list_indexes(root) if root.is_dir() else []
 
 
+# Qdrant flags of the building commands (index, eval): the server ones need --qdrant-url
+QDRANT_SERVER_FLAGS = ("qdrant_api_key", "qdrant_collection", "qdrant_shards", "qdrant_replicas",
+                       "qdrant_write_consistency")
+QDRANT_STORAGE_FLAGS = ("qdrant_quantization", "qdrant_on_disk", "qdrant_candidates")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _flags(dests: Sequence[str]) -> str:
+    return ", ".join(_flag(d) for d in dests) + (" applies" if len(dests) == 1 else " apply")
+
+
+def _check_qdrant_usage(args: argparse.Namespace) -> None:
+    """Qdrant flags of ``index``/``eval`` checked before any model loads (bad usage: the command's usage and
+    exit status 2). Any of them with ``--index-type auto`` chooses Qdrant; with ``plaid``/``exact`` they are
+    an error."""
+    parser = getattr(args, "command_parser", None)
+    if parser is None or not hasattr(args, "index_type"):
+        return
+    given = [d for d in ("qdrant_url", *QDRANT_SERVER_FLAGS, *QDRANT_STORAGE_FLAGS) if getattr(args, d) not in
+             (None, False)]
+    if given and args.index_type == "auto":
+        args.index_type = "qdrant"
+    if given and args.index_type != "qdrant":
+        parser.error(f"{_flags(given)} to --index-type qdrant, not {args.index_type}")
+    if args.index_type != "qdrant":
+        return
+    server_only = [d for d in QDRANT_SERVER_FLAGS if getattr(args, d) is not None]
+    if server_only and args.qdrant_url is None:
+        parser.error(f"{_flags(server_only)} to a Qdrant server: add --qdrant-url "
+                     "(without it the index uses an embedded engine inside its folder)")
+    if args.qdrant_url is not None and "://" not in args.qdrant_url:
+        parser.error(f"--qdrant-url must look like http://localhost:6333, got {args.qdrant_url!r}")
+    if args.nbits is not None:
+        parser.error("--nbits applies to PLAID indexes, not --index-type qdrant (Qdrant stores the vectors as "
+                     "float16; --qdrant-quantization int8 adds int8 copies)")
+
+
+def _qdrant_build_kwargs(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """``qdrant=`` and ``qdrant_options=`` of ``RAGPretrainedModel.index`` from the command line."""
+    if args.index_type != "qdrant":
+        return {}
+    from .qdrant import QdrantLocation, QdrantOptions
+
+    kwargs: dict[str, Any] = {}
+    if args.qdrant_url is not None:
+        kwargs["qdrant"] = QdrantLocation.remote(
+            args.qdrant_url, api_key=args.qdrant_api_key, collection_name=args.qdrant_collection or name,
+            shard_number=args.qdrant_shards, replication_factor=args.qdrant_replicas,
+            write_consistency_factor=args.qdrant_write_consistency,
+        )
+    if any(getattr(args, d) not in (None, False) for d in QDRANT_STORAGE_FLAGS):
+        defaults = QdrantOptions()
+        kwargs["qdrant_options"] = QdrantOptions(
+            quantization=None if args.qdrant_quantization in (None, "none") else args.qdrant_quantization,
+            on_disk=bool(args.qdrant_on_disk),
+            candidates=args.qdrant_candidates or defaults.candidates,
+        )
+    return kwargs
+
+
+def _qdrant_open_kwargs(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """``qdrant=`` of ``RAGPretrainedModel.from_index`` when ``--qdrant-url`` / ``--qdrant-api-key`` replace
+    what the index stored (its server URL; the key otherwise comes from QDRANT_API_KEY)."""
+    if args.qdrant_url is None and args.qdrant_api_key is None:
+        return {}
+    from .qdrant import QdrantLocation
+
+    record = _index_info(path).get("qdrant")
+    if not isinstance(record, dict):
+        raise CLIError(f"--qdrant-url and --qdrant-api-key apply to Qdrant-backed indexes; {path} is a "
+                       f"{_index_kind(path)} index")
+    if record.get("kind") != "remote":
+        raise CLIError(f"{path} uses an embedded Qdrant engine inside its folder: --qdrant-url and "
+                       "--qdrant-api-key apply to an index on a Qdrant server")
+    data = dict(record)
+    if args.qdrant_url is not None:
+        if "://" not in args.qdrant_url:
+            raise CLIError(f"--qdrant-url must look like http://localhost:6333, got {args.qdrant_url!r}")
+        data["url"] = args.qdrant_url
+    if "url" not in data:
+        raise CLIError(f"{path} was built through a QdrantClient object, which is not stored: pass --qdrant-url")
+    return {"qdrant": QdrantLocation.from_dict(data, api_key=args.qdrant_api_key)}
+
+
+def _describe_qdrant(record: Mapping[str, Any]) -> str:
+    """Where a Qdrant-backed index keeps its points, from the record its version stores."""
+    if record.get("kind") == "embedded":
+        return f"embedded engine in {record.get('path')}"
+    where = record.get("url", "a QdrantClient")
+    extra = [f"{key.replace('_', ' ')} {record[key]}" for key in
+             ("shard_number", "replication_factor", "write_consistency_factor") if record.get(key) is not None]
+    return f"collection {record.get('collection_name')!r} on {where}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _qdrant_where(path: str | Path) -> str:
+    try:
+        record = _index_info(path).get("qdrant")
+    except (OSError, ValueError, LateragkitError):
+        return ""
+    return f", {_describe_qdrant(record)}" if isinstance(record, dict) else ""
+
+
 def _out(text: str = "") -> None:
     print(text, flush=True)
 
@@ -267,8 +374,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         nbits=args.nbits,
         index_type=args.index_type,
         bsize=args.bsize,
+        **_qdrant_build_kwargs(args, args.name),
     )
-    _out(f"Indexed {len(texts)} documents into {path} ({_index_kind(path)} index)")
+    _out(f"Indexed {len(texts)} documents into {path} ({_index_kind(path)} index{_qdrant_where(path)})")
     _out(f'Search it with: lateragkit search {args.name} "your question"'
          + (f" --index-root {args.index_root}" if args.index_root else ""))
     return 0
@@ -278,8 +386,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .pretrained import RAGPretrainedModel
 
     path = _existing_index(args.index, args.index_root)
-    rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1)
+    rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1,
+                                        **_qdrant_open_kwargs(args, path))
     params: dict[str, Any] = {} if args.mode == "late" else {"mode": args.mode}
+    if args.candidates is not None:
+        if _index_kind(path) != "qdrant":
+            raise CLIError(f"--candidates applies to Qdrant-backed indexes; {args.index} is a "
+                           f"{_index_kind(path)} index")
+        params["candidates"] = args.candidates
     all_results = rag.search(list(args.query), k=args.k, **params)
     for query, results in zip(args.query, all_results, strict=True):
         _out(f"## {query}")
@@ -304,6 +418,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         _out(json.dumps(info, indent=2, ensure_ascii=False, default=str))
         return 0
     rows = [[key, _info_value(value)] for key, value in info.items() if not isinstance(value, (dict, list))]
+    if isinstance(info.get("qdrant"), dict):
+        rows.append(["qdrant", _describe_qdrant(info["qdrant"])])
     _out(markdown_table(["field", "value"], rows))
     _out("(--json shows every detail, the backend's too)")
     return 0
@@ -328,7 +444,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     path = _existing_index(args.index, args.index_root)
     before = _index_info(path)
-    rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1)
+    if before.get("index_type") == "qdrant":
+        _out(f"{path} is Qdrant-backed: Qdrant merges its segments and drops deleted points itself; "
+             "nothing to compact")
+        return 0
+    rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1,
+                                        **_qdrant_open_kwargs(args, path))
     t0 = time.perf_counter()
     rag.compact()
     after = _index_info(path)
@@ -383,6 +504,9 @@ def _latencies(search, queries: dict[str, str], depth: int, n: int) -> list[floa
 
 def cmd_eval(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
+    if args.index_type == "qdrant" and args.mode in ("bm25", "hybrid"):
+        raise CLIError(f"--mode {args.mode} needs a local BM25 index; a Qdrant-backed index (--index-type qdrant) "
+                       "searches with --mode late only")
     try:
         corpus, queries, qrels = load_beir(folder, split=args.split)
     except FileNotFoundError as exc:
@@ -438,10 +562,14 @@ def _evaluate(rag, args, folder, doc_ids, texts, queries, qrels) -> list[list[st
         nbits=args.nbits,
         index_type=args.index_type,
         bsize=args.bsize,
+        **_qdrant_build_kwargs(args, name),
     )
     kind = _index_kind(path)
     label = f"{kind}" + (f", nbits={args.nbits}" if args.nbits else "")
-    for mode in (MODES if args.mode == "all" else (args.mode,)):
+    modes = MODES if args.mode == "all" else (args.mode,)
+    if kind == "qdrant":  # a Qdrant-backed index has no local BM25 index: late interaction only
+        modes = ("late",)
+    for mode in modes:
         params: dict[str, Any] = {} if mode == "late" else {"mode": mode}
         if mode == "hybrid":
             given = {opt: getattr(args, opt) for opt in ("alpha", "fusion")}
@@ -518,16 +646,44 @@ def _shared_parsers() -> dict[str, argparse.ArgumentParser]:
     model.add_argument("--bsize", type=positive_int, default=32, help="encoding batch size (default 32)")
 
     building = argparse.ArgumentParser(add_help=False)
-    building.add_argument("--index-type", choices=["auto", "plaid", "exact"], default="auto",
-                          help="auto: exact below 2,000 passages, PLAID above (default)")
+    building.add_argument("--index-type", choices=["auto", "plaid", "exact", "qdrant"], default="auto",
+                          help="auto: exact below 2,000 passages, PLAID above (default); qdrant: passages as "
+                               "points of a Qdrant collection, in an embedded engine inside the index folder or "
+                               "on the server of --qdrant-url (pip install 'lateragkit[qdrant]')")
     building.add_argument("--nbits", type=int, choices=[1, 2, 4], default=None,
                           help="PLAID residual bits per dimension: 1, 2 or 4 (default: auto)")
     building.add_argument("--max-document-length", type=positive_int, default=256,
                           help="tokens per passage, specials included (default 256)")
 
+    q = building.add_argument_group("Qdrant (--index-type qdrant; any of these chooses it)")
+    q.add_argument("--qdrant-url", metavar="URL", default=None,
+                   help="a Qdrant server or cluster, e.g. http://localhost:6333 (default: an embedded engine)")
+    q.add_argument("--qdrant-api-key", metavar="KEY", default=None,
+                   help=f"the server's API key; prefer the {QDRANT_API_KEY_ENV} environment variable, which the "
+                        "process list does not show")
+    q.add_argument("--qdrant-collection", metavar="NAME", default=None,
+                   help="server collection name (default: the index name)")
+    q.add_argument("--qdrant-shards", metavar="N", type=positive_int, default=None, help="server: shard_number")
+    q.add_argument("--qdrant-replicas", metavar="N", type=positive_int, default=None, help="server: replication_factor")
+    q.add_argument("--qdrant-write-consistency", metavar="N", type=positive_int, default=None,
+                   help="server: write_consistency_factor")
+    q.add_argument("--qdrant-quantization", choices=["none", "int8"], default=None,
+                   help="int8: Qdrant scalar quantization, int8 copies in RAM (default none)")
+    q.add_argument("--qdrant-on-disk", action="store_true",
+                   help="keep the float16 token vectors memory-mapped on disk instead of in RAM")
+    q.add_argument("--qdrant-candidates", metavar="N", type=positive_int, default=None,
+                   help="first-stage candidates per query, stored as the index's default (default 200)")
+
+    opening = argparse.ArgumentParser(add_help=False)
+    o = opening.add_argument_group("Qdrant server (indexes built with --qdrant-url)")
+    o.add_argument("--qdrant-url", metavar="URL", default=None,
+                   help="reach the index's Qdrant server at this URL instead of the stored one")
+    o.add_argument("--qdrant-api-key", metavar="KEY", default=None,
+                   help=f"the server's API key; prefer the {QDRANT_API_KEY_ENV} environment variable")
+
     root = argparse.ArgumentParser(add_help=False)
     root.add_argument("--index-root", default=None, help="where indexes live (default: .lateragkit/indexes)")
-    return {"common": common, "model": model, "building": building, "root": root}
+    return {"common": common, "model": model, "building": building, "opening": opening, "root": root}
 
 
 def _add_index_commands(sub: Any, p: dict[str, argparse.ArgumentParser]) -> None:
@@ -536,15 +692,17 @@ def _add_index_commands(sub: Any, p: dict[str, argparse.ArgumentParser]) -> None
                        description="Index .txt/.md files (document id = relative path) or a BEIR folder.")
     c.add_argument("folder", help="folder of .txt/.md files, a BEIR folder, or a corpus.jsonl")
     c.add_argument("--name", required=True, type=index_name, help="index name (one folder name)")
-    c.set_defaults(func=cmd_index)
+    c.set_defaults(func=cmd_index, command_parser=c)
 
-    c = sub.add_parser("search", parents=[p["common"], p["root"]], help="search an index",
+    c = sub.add_parser("search", parents=[p["common"], p["root"], p["opening"]], help="search an index",
                        description="Search an index by name (under --index-root) or by path.")
     c.add_argument("index", help="index name or index folder")
     c.add_argument("query", nargs="+", help="one or more queries")
     c.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
     c.add_argument("--mode", choices=MODES, default="late",
                    help="late interaction (default), bm25 keywords, or hybrid (both, fused)")
+    c.add_argument("--candidates", metavar="N", type=positive_int, default=None,
+                   help="Qdrant-backed indexes: first-stage candidates per query (default: the index's, 200)")
     c.set_defaults(func=cmd_search)
 
     c = sub.add_parser("list", parents=[p["common"], p["root"]], help="list the indexes under the index root",
@@ -558,7 +716,8 @@ def _add_index_commands(sub: Any, p: dict[str, argparse.ArgumentParser]) -> None
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.set_defaults(func=cmd_info)
 
-    c = sub.add_parser("compact", parents=[p["common"], p["root"]], help="merge an index's segments",
+    c = sub.add_parser("compact", parents=[p["common"], p["root"], p["opening"]],
+                       help="merge an index's segments",
                        description="Rewrite an index as one segment without deleted rows; passage ids are kept. "
                                    "Safe while other processes search it.")
     c.add_argument("index", help="index name or index folder")
@@ -621,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="queries timed one at a time for the latency column (default 20); quality uses "
                         "all queries, searched in batches")
     c.add_argument("--index-root", default=None, help="keep the index here (default: a temporary folder)")
-    c.set_defaults(func=cmd_eval)
+    c.set_defaults(func=cmd_eval, command_parser=c)
     return parser
 
 
@@ -629,6 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lateragkit`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_qdrant_usage(args)
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="lateragkit: %(levelname)s: %(message)s", stream=sys.stderr)

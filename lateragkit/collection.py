@@ -22,6 +22,7 @@ CLI read and write index folders only through this module.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,7 +39,7 @@ from filelock import FileLock, Timeout
 from .bm25 import Bm25Config
 from .exceptions import CorruptIndexError, IndexNotFoundError, LateragkitError, ModelMismatchError
 from .index import PassageIndex, build_index, load_index
-from .index.storage import VersionedDir, read_json, write_json
+from .index.storage import CURRENT, VersionedDir, read_json, write_json
 from .store import PassageStore
 
 logger = logging.getLogger(__name__)
@@ -199,14 +200,16 @@ class Snapshot:
         }
 
 
-def _open_version(name: str, path: Path, folder: Path, device: torch.device) -> Snapshot:
+def _open_version(name: str, path: Path, folder: Path, device: torch.device, reuse: PassageIndex | None
+                  ) -> Snapshot:
     meta = IndexMeta.read(folder)
     if meta.index_type == QDRANT_KIND:
         raise LateragkitError(
             f"the index at {path} keeps its passages in Qdrant, not in local files: open it with "
             f"RAGPretrainedModel.from_index({str(path)!r}) (lateragkit.qdrant_collection.open_snapshot)"
         )
-    index = load_index(folder / BACKEND_DIR, device=device)
+    # the segments (and codec) a newer version shares with ``reuse`` by hard links are not read again
+    index = load_index(folder / BACKEND_DIR, device=device, reuse=reuse)
     if meta.format_version == 1:
         store = PassageStore.open_legacy(folder / LEGACY_STORE, is_live=index.is_live)
     else:
@@ -249,6 +252,9 @@ class Transaction:
         self.device = device
         self.committed = False
         self.replaces = base is not None
+        # the index this transaction wrote (None for a Qdrant-backed one): a reader of the committed version
+        # reopens it with ``Collection.open(reuse=txn.index)`` and reads none of its files again
+        self.index: PassageIndex | None = None
 
     def build(
         self,
@@ -264,7 +270,7 @@ class Transaction:
         built = build_index(self.staging / BACKEND_DIR, batches, dim=meta.model.dim, num_passages=len(passages),
                             device=self.device, **index_options)
         kind = built.kind
-        del built
+        self.index = built
         PassageStore.create(self.staging / PassageStore.DIRNAME, list(range(len(passages))), passages,
                             document_metadata, bm25=bm25)
         IndexMeta(meta.model, kind, meta.max_document_length, meta.split_documents).write(self.staging)
@@ -290,6 +296,7 @@ class Transaction:
             index, new_pids = base.index.add(backend, batches)
         else:
             index = base.index.delete(backend, deleted)
+        self.index = index
         store_dir = self.staging / PassageStore.DIRNAME
         if passages:
             base.store.append(store_dir, [int(p) for p in new_pids], passages, document_metadata or {},
@@ -303,6 +310,7 @@ class Transaction:
         """Merge every segment into one and drop deleted passages (ids are kept)."""
         base = self._require_base()
         index = base.index.compact(self.staging / BACKEND_DIR)
+        self.index = index
         base.store.relink(self.staging / PassageStore.DIRNAME, is_live=index.is_live, compact=True)
         base.meta.touched().write(self.staging)
 
@@ -331,6 +339,7 @@ class Collection:
         self.path = Path(path)
         self.name = self.path.name
         self._versioned = VersionedDir(self.path)
+        self._current_file = os.fspath(self.path / CURRENT)
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r})"
@@ -347,10 +356,26 @@ class Collection:
         except IndexNotFoundError:
             return None
 
-    def open(self, *, device: torch.device | str | None = None) -> Snapshot:
-        """Open the live version. A writer that commits and cleans meanwhile makes this retry."""
+    def is_current(self, version: str) -> bool:
+        """True when ``CURRENT`` names ``version``: one read of a small file and no other system call, the
+        check a reader makes before each search (anything else, a damaged ``CURRENT`` included, is False:
+        the caller then reopens through `version()` and `open()`, which say what is wrong)."""
+        try:
+            with open(self._current_file, "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get("version") == version
+
+    def open(self, *, device: torch.device | str | None = None, reuse: PassageIndex | None = None) -> Snapshot:
+        """Open the live version. A writer that commits and cleans meanwhile makes this retry.
+
+        ``reuse``: an index of this collection already open (the one of a version a reader held before
+        another instance committed, or ``Transaction.index`` of the write just committed): the segments and
+        codec the live version shares with it are reused, not loaded again, so reopening after a small add
+        costs O(new segments). ``reuse`` itself stays usable."""
         dev = torch.device(device) if device is not None else torch.device("cpu")
-        return self._read_retrying(lambda folder: _open_version(self.name, self.path, folder, dev))
+        return self._read_retrying(lambda folder: _open_version(self.name, self.path, folder, dev, reuse))
 
     def live(self) -> LiveVersion:
         """The live version's metadata (and Qdrant location), without opening its index."""
@@ -418,7 +443,8 @@ class Collection:
         """A write transaction on the newest committed version (see :class:`Transaction`).
 
         ``known``: a snapshot the caller has open; it is reused when it is still the live version, else
-        the newest version is opened (a stale instance never writes over another instance's change).
+        the newest version is opened, reusing ``known``'s unchanged segments (a stale instance never writes
+        over another instance's change).
         ``open_base=False`` (a full rebuild) does not open the live version at all, so a damaged index
         can still be replaced; ``txn.replaces`` says whether one was there.
         """
@@ -430,7 +456,8 @@ class Collection:
             if live is None and must_exist:
                 raise IndexNotFoundError(f"no index at {self.path}; build one with RAGPretrainedModel.index() first")
             if live is not None and open_base:
-                base = known if (known is not None and known.version == live) else self.open(device=dev)
+                fresh = known is not None and known.version == live
+                base = known if fresh else self.open(device=dev, reuse=known.index if known is not None else None)
             with self._versioned.stage() as staging:
                 txn = Transaction(self, base, staging, dev)
                 txn.replaces = live is not None

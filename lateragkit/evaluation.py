@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .validation import check_k
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -172,11 +174,6 @@ def _ranked(results: Sequence[str] | Mapping[str, float], k: int) -> list[str]:
     return top
 
 
-def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int (got {k!r})")
-
-
 def _judged(qrels: Qrels) -> list[str]:
     return [qid for qid, docs in qrels.items() if any(s > 0 for s in docs.values())]
 
@@ -187,7 +184,7 @@ def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10, *, per_query: bool = False) -
     With ``per_query=True`` returns ``query_id -> nDCG@k`` instead of the mean. With no judged query the
     mean is 0.0.
     """
-    _check_k(k)
+    k = check_k(k)
     scores: dict[str, float] = {}
     for qid in _judged(qrels):
         judgments = qrels[qid]
@@ -206,7 +203,7 @@ def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10, *, per_query: bool = False) -
 
 def recall_at_k(run: Run, qrels: Qrels, k: int = 100, *, per_query: bool = False) -> float | dict[str, float]:
     """Mean Recall@k (relevant = score > 0) over the judged queries of ``qrels``."""
-    _check_k(k)
+    k = check_k(k)
     scores: dict[str, float] = {}
     for qid in _judged(qrels):
         relevant = {d for d, s in qrels[qid].items() if s > 0}

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .validation import check_k
+
 __all__ = ["rrf", "normalized_fusion", "fuse", "METHODS", "DEFAULT_METHOD", "DEFAULT_ALPHA", "RRF_K"]
 
 METHODS = ("rrf", "normalized")
@@ -153,8 +155,8 @@ def fuse(late: Ranked, bm25: Ranked, *, method: str = DEFAULT_METHOD, alpha: flo
         raise ValueError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1]: 1 is late interaction only, 0 BM25 only (got {alpha!r})")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-        raise ValueError(f"k must be a positive int or None (got {k!r})")
+    if k is not None:
+        k = check_k(k)
     if method == "rrf":
         scores, ids = rrf([late[1], bm25[1]], rrf_k, weights=(2.0 * alpha, 2.0 * (1.0 - alpha)))
     else:

@@ -18,7 +18,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, overload
 
@@ -30,6 +30,7 @@ from . import qdrant_collection, scoring
 from .bm25 import Bm25Config
 from .collection import Collection, IndexMeta, ModelRecord, Snapshot, Transaction, check_model_matches
 from .exceptions import IndexExistsError, IndexNotFoundError, LateragkitError
+from .index import PassageIndex
 from .models import ColBERTEncoder, load_encoder
 from .qdrant import QdrantOptions
 from .qdrant_collection import QdrantSnapshot
@@ -40,9 +41,11 @@ from .store import MetadataFilter
 from .validation import (
     check_bsize,
     check_document_ids,
+    check_id_list,
     check_index_name,
     check_k,
     check_metadatas,
+    check_positive_int,
     check_queries,
     check_texts,
 )
@@ -55,6 +58,8 @@ ENCODE_CHUNK_PASSAGES = 1024
 INDEX_TYPES = ("auto", "plaid", "exact", "qdrant")
 # RAGatouille's force_fast=True: its fastest PLAID parameters.
 FORCE_FAST_PARAMS = {"ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 256}
+# The query from_index searches once (results unused) so that the first real search does no one-time work.
+WARM_UP_QUERY = "warm up the search path"
 
 Query = str | Sequence[str]
 Hits = list[tuple[np.ndarray, np.ndarray]]
@@ -108,6 +113,7 @@ class RAGPretrainedModel:
         self.index_root = Path(index_root) if index_root is not None else DEFAULT_INDEX_ROOT
         self.verbose = verbose
         self._states: dict[str, State] = {}
+        self._collections: dict[str, Collection] = {}
         self._qdrant: dict[str, Any] = {}  # index name -> how to reach its Qdrant server (qdrant= of index/from_index)
         self._current: str | None = None
         self._write_lock = threading.RLock()
@@ -187,9 +193,11 @@ class RAGPretrainedModel:
         rag = cls(encoder, index_root=path.parent, verbose=verbose)
         if qdrant is not None:
             rag._qdrant[path.name] = qdrant
-        if not isinstance(rag._snapshot(path.name), QdrantSnapshot) and qdrant is not None:
+        state = rag._snapshot(path.name)
+        if not isinstance(state, QdrantSnapshot) and qdrant is not None:
             raise ValueError(f"qdrant= applies to Qdrant-backed indexes; the index at {path} is stored locally")
         rag._current = path.name
+        rag._warm_up(state)
         return rag
 
     # ---------------------------------------------------------------------------------------------
@@ -317,7 +325,7 @@ class RAGPretrainedModel:
 
     def delete_from_index(self, document_ids: str | Sequence[str], index_name: str | None = None) -> None:
         """Delete documents (all their passages) by document id. Other passages keep their ids."""
-        ids = _id_list(document_ids, "document_ids")
+        ids = check_id_list(document_ids, "document_ids")
         name = self._index_name(index_name)
         if not ids:
             return
@@ -396,7 +404,7 @@ class RAGPretrainedModel:
         """
         queries, single = check_queries(query)
         k = check_k(k)
-        wanted = None if doc_ids is None else _id_list(doc_ids, "doc_ids")
+        wanted = None if doc_ids is None else check_id_list(doc_ids, "doc_ids")
         if mode not in ("late", "bm25", "hybrid"):
             raise ValueError(f"mode must be 'late', 'bm25' or 'hybrid', not {mode!r}")
         if mode != "hybrid" and (alpha, fusion) != (None, None):
@@ -454,9 +462,9 @@ class RAGPretrainedModel:
     @staticmethod
     def _stored(state: Snapshot, hits: Hits) -> Scored:
         """The stored passage of every hit (read from the hit's own version)."""
-        records = state.store.get(sorted({int(p) for _, pids in hits for p in pids}))
-        return [[(float(score), records[int(pid)]) for score, pid in zip(scores, pids, strict=True)]
-                for scores, pids in hits]
+        listed = [(scores.tolist(), pids.tolist()) for scores, pids in hits]  # Python numbers, once
+        records = state.store.get(sorted({pid for _, pids in listed for pid in pids}))
+        return [[(score, records[pid]) for score, pid in zip(scores, pids, strict=True)] for scores, pids in listed]
 
     @overload
     def rerank(self, query: str, documents: Sequence[str], k: int = 10,  # type: ignore[overload-overlap]
@@ -593,14 +601,17 @@ class RAGPretrainedModel:
             )
         return self._current
 
-    def _snapshot(self, name: str) -> State:
+    def _snapshot(self, name: str, reuse: PassageIndex | None = None) -> State:
         """The live version of index ``name``: the cached one while ``CURRENT`` still names it, else reopened
-        (once, however many threads ask at the same time)."""
-        collection = Collection(self.index_root / name)
-        live = collection.version()
+        (once, however many threads ask at the same time), reusing the loaded segments it shares with the
+        cached version or with ``reuse`` (the index a write of this instance just committed)."""
+        collection = self._collections.get(name)
+        if collection is None or collection.path.parent != self.index_root:  # it holds only its path: kept
+            collection = self._collections[name] = Collection(self.index_root / name)
         state = self._states.get(name)
-        if state is not None and state.version == live:
+        if state is not None and collection.is_current(state.version):
             return state
+        live = collection.version()
         if live is None:
             raise IndexNotFoundError(
                 f"no index named {name!r} under {self.index_root}; build it with index(..., index_name={name!r})"
@@ -608,8 +619,7 @@ class RAGPretrainedModel:
         with self._load_lock:
             state = self._states.get(name)
             if state is None or state.version != collection.version():
-                state = qdrant_collection.open_snapshot(collection, qdrant=self._qdrant.get(name),
-                                                        device=self.encoder.device)
+                state = self._open(collection, state, reuse)
                 check_model_matches(state.meta, self.encoder.dim, self.model_name, state.path)
                 if state.meta.model.name_or_path != self.model_name:
                     logger.warning("index %s was built with %s, searching it with %s", state.path,
@@ -617,6 +627,24 @@ class RAGPretrainedModel:
                 # the old snapshot is not closed: searches still running on it finish on its files
                 self._states[name] = state
             return state
+
+    def _open(self, collection: Collection, old: State | None, reuse: PassageIndex | None) -> State:
+        """Open the live version; a local index reuses the segments it shares with ``reuse`` or ``old``."""
+        if reuse is None and isinstance(old, Snapshot):
+            reuse = old.index
+        if reuse is not None and collection.live().qdrant is None:
+            return collection.open(device=self.encoder.device, reuse=reuse)
+        return qdrant_collection.open_snapshot(collection, qdrant=self._qdrant.get(collection.name),
+                                               device=self.encoder.device)
+
+    def _warm_up(self, state: State) -> None:
+        """One small search through every layer of a local index, so that the first real search does no
+        one-time work (the encoder's first forward pass, first touch of the index's memory maps and of the
+        passage store's pages)."""
+        if not isinstance(state, Snapshot) or state.index.num_passages == 0:
+            return
+        Q, Q_mask = self.encoder.encode_queries([WARM_UP_QUERY])
+        self._stored(state, state.index.search(Q, Q_mask, 10))
 
     def _write(self, name: str, op: Callable[[Transaction], Any], *, must_exist: bool = True,
                open_base: bool = True) -> Any:
@@ -637,7 +665,7 @@ class RAGPretrainedModel:
                     result = op(txn)
             except _NothingToWrite:
                 return None
-            self._snapshot(name)
+            self._snapshot(name, reuse=txn.index)
         return result
 
     def _write_qdrant(self, name: str, op: Callable[[QdrantSnapshot], None]) -> None:
@@ -656,11 +684,8 @@ class RAGPretrainedModel:
     # internals: text → passages → vectors
     # ---------------------------------------------------------------------------------------------
     def _doc_maxlen(self, max_document_length: int) -> int:
-        if isinstance(max_document_length, bool) or not isinstance(max_document_length, int):
-            raise TypeError("max_document_length must be an int (tokens)")
-        minimum = self.encoder.num_special_doc_tokens + 1
-        if max_document_length < minimum:
-            raise ValueError(f"max_document_length must be at least {minimum} tokens (got {max_document_length})")
+        max_document_length = check_positive_int(max_document_length, "max_document_length",
+                                                 minimum=self.encoder.num_special_doc_tokens + 1)
         if max_document_length > self.encoder.max_tokens:
             logger.warning(
                 "max_document_length=%d exceeds what %s accepts; using %d",
@@ -757,21 +782,6 @@ def _search_rows(scored: Scored, first_rank: int) -> list[list[SearchResult]]:
             rows.append(row)
         results.append(rows)
     return results
-
-
-def _id_list(ids: Any, what: str) -> list[str]:
-    """Document ids as a list: a bare str is one id (never a substring match); each must be a non-empty str."""
-    if isinstance(ids, str):
-        ids = [ids]
-    if isinstance(ids, (bytes, bytearray)) or not isinstance(ids, Iterable):
-        raise TypeError(f"{what} must be a document id (str) or a list of them, not {type(ids).__name__}")
-    out = list(ids)
-    for doc_id in out:
-        if not isinstance(doc_id, str):
-            raise TypeError(f"{what}: document ids are strings, got {type(doc_id).__name__} ({doc_id!r})")
-        if not doc_id:
-            raise ValueError(f"{what}: document ids are non-empty strings, got ''")
-    return out
 
 
 def _resolve_index_type(index_type: str, qdrant: Any, options: Any, nbits: int | None) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["maxsim_padded", "maxsim", "document_blocks", "DEFAULT_SIM_BUDGET"]
+__all__ = ["maxsim_padded", "maxsim", "document_blocks", "segment_max", "DEFAULT_SIM_BUDGET"]
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -94,6 +94,38 @@ def document_blocks(doclens: ArrayLike, max_rows: int) -> Iterator[tuple[int, in
         i = j
 
 
+def segment_max(values: torch.Tensor, lens: torch.Tensor, *, empty: float = 0.0, axis: int = 0) -> torch.Tensor:
+    """For each run of ``lens[i]`` consecutive rows of ``values [sum(lens), c]`` (float32), the maximum of each
+    column: `[len(lens), c]`; ``empty`` for a run without rows. ``axis=1``: runs of columns of
+    ``values [c, sum(lens)]``, result `[c, len(lens)]`.
+
+    On CPU numpy's ``maximum.reduceat`` (3-5x faster than ``torch.segment_reduce`` there); elsewhere
+    ``torch.segment_reduce``. The same values either way (a maximum has no rounding).
+    """
+    lens = lens.reshape(-1)
+    n, c = int(lens.numel()), int(values.shape[1 - axis])
+    if values.device.type != "cpu":
+        dev_lens = lens.to(values.device)
+        rows = values if axis == 0 else values.T
+        best = torch.segment_reduce(rows, "max", lengths=dev_lens, axis=0, unsafe=True)
+        best = best.masked_fill_((dev_lens == 0)[:, None], empty)
+        return best if axis == 0 else best.T
+    ln = lens.cpu().numpy()
+    starts = np.cumsum(ln) - ln
+    v = values.numpy()
+    if n and bool((ln > 0).all()):
+        return torch.from_numpy(np.maximum.reduceat(v, starts, axis=axis))
+    out = np.full((n, c) if axis == 0 else (c, n), empty, dtype=v.dtype)
+    full = ln > 0
+    if full.any():
+        found = np.maximum.reduceat(v, starts[full], axis=axis)
+        if axis == 0:
+            out[full] = found
+        else:
+            out[:, full] = found
+    return torch.from_numpy(out)
+
+
 def maxsim(
     Q: torch.Tensor,
     Q_mask: torch.Tensor,
@@ -151,7 +183,6 @@ def maxsim(
         if e > s:
             block = _as_tensor(vectors[s:e])
             sim = block.to(device=device, dtype=dtype, non_blocking=True) @ Qs.T  # [rows, T]
-            best = torch.segment_reduce(sim.float(), "max", lengths=lens[i:j].to(device), axis=0, unsafe=True)
-            best = torch.where(torch.isfinite(best), best, torch.zeros((), device=device))  # empty documents
+            best = segment_max(sim.float(), lens[i:j])  # [docs, T]; 0 for an empty document
             out[:, i:j] = torch.zeros(B, j - i, device=device).index_add_(0, query_of, best.T)
     return out

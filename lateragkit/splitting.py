@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .validation import check_positive_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -141,15 +143,11 @@ class TokenSplitter:
                 "token_spans must be a callable text -> list of (start, end) character spans, "
                 "e.g. encoder.token_spans or lateragkit.splitting.hf_token_spans(tokenizer)"
             )
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-            raise TypeError(f"max_tokens must be an int, got {type(max_tokens).__name__}")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1 (got {max_tokens})")
+        max_tokens = check_positive_int(max_tokens, "max_tokens")
         if overlap_tokens is None:
             overlap_tokens = max_tokens // 8
-        if isinstance(overlap_tokens, bool) or not isinstance(overlap_tokens, int):
-            raise TypeError(f"overlap_tokens must be an int or None, got {type(overlap_tokens).__name__}")
-        if not 0 <= overlap_tokens < max_tokens:
+        overlap_tokens = check_positive_int(overlap_tokens, "overlap_tokens", minimum=0)
+        if overlap_tokens >= max_tokens:
             raise ValueError(
                 f"overlap_tokens must be >= 0 and smaller than max_tokens={max_tokens} (got {overlap_tokens})"
             )

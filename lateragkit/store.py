@@ -23,6 +23,7 @@ only against each other on a shared SQLite connection.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import sqlite3
@@ -49,6 +50,8 @@ SQLITE = "passages.sqlite"
 _REBUILD = "the index must be rebuilt"
 _BATCH = 500
 _COLUMNS = "pid, passage_id, document_id, content, start_char, end_char"
+_GET_SQL = ("SELECT p.pid, p.passage_id, p.document_id, p.content, p.start_char, p.end_char, d.metadata "
+            "FROM passages p LEFT JOIN documents d USING (document_id) WHERE p.pid IN ({marks})")
 
 _SCHEMA = """
 CREATE TABLE passages (
@@ -208,7 +211,7 @@ class PassageStore:
         self.next_segment = next_segment
         self.bm25_config = bm25
         self.is_live: IsLive = is_live if is_live is not None else (lambda pids: np.ones(len(pids), dtype=bool))
-        self._firsts = np.asarray([s.info.first_pid for s in segments], dtype=np.int64)
+        self._first_list = [s.info.first_pid for s in segments]  # ascending: segments cover increasing pids
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -428,21 +431,19 @@ class PassageStore:
         array = np.unique(np.asarray(pids, dtype=np.int64))
         return [int(p) for p in array[self.is_live(array)]]
 
-    def get(self, pids: Sequence[int]) -> dict[int, StoredPassage]:
-        """Records of the given pids (live or not: a search result is read from its own version)."""
-        wanted = np.asarray([int(p) for p in pids], dtype=np.int64)
+    def get(self, pids: Iterable[int]) -> dict[int, StoredPassage]:
+        """Records of the given pids (live or not: a search result is read from its own version): one query
+        per segment that holds some of them (a search's k results: usually one or two)."""
         out: dict[int, StoredPassage] = {}
-        if wanted.size == 0 or not self.segments:
+        if not self.segments:
             return out
-        owner = np.searchsorted(self._firsts, wanted, side="right") - 1
-        for s in np.unique(owner[owner >= 0]):
-            seg = self.segments[int(s)]
-            part = [int(p) for p in wanted[owner == s]]
-            rows = seg.query_in(
-                "SELECT p.pid, p.passage_id, p.document_id, p.content, p.start_char, p.end_char, d.metadata "
-                "FROM passages p LEFT JOIN documents d USING (document_id) WHERE p.pid IN ({marks})",
-                part,
-            )
+        by_segment: dict[int, list[int]] = {}
+        for pid in pids:  # k pids: a bisect each beats numpy's per-call overhead
+            s = bisect.bisect_right(self._first_list, int(pid)) - 1
+            if s >= 0:
+                by_segment.setdefault(s, []).append(int(pid))
+        for s, part in by_segment.items():
+            rows = self.segments[s].query_in(_GET_SQL, part)
             for pid, passage_id, doc_id, content, start_char, end_char, meta in rows:
                 out[pid] = StoredPassage(passage_id, doc_id, content, start_char, end_char,
                                          json.loads(meta) if meta else None, pid)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ __all__ = [
     "check_document_ids",
     "check_metadatas",
     "check_queries",
+    "check_str_list",
+    "check_id_list",
 ]
 
 DEFAULT_BSIZE = 32
@@ -99,6 +101,31 @@ def check_texts(texts: Any, what: str) -> list[str]:
             raise TypeError(f"{what}[{i}] is a {type(text).__name__}; every document must be a str")
         check_unicode(text, f"{what}[{i}]")
     return texts
+
+
+def check_str_list(texts: Any, what: str) -> list[str]:
+    """A list of strings, possibly empty (no other check: tokenisers take any text)."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"{what} must be a list of strings (got {type(texts).__name__}); wrap one text in a list")
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"{what}[{bad}] is {type(texts[bad]).__name__}, expected str")
+    return list(texts)
+
+
+def check_id_list(ids: Any, what: str) -> list[str]:
+    """Document ids to look up: a bare str is one id (never a substring match); each must be a non-empty str."""
+    if isinstance(ids, str):
+        ids = [ids]
+    if isinstance(ids, (bytes, bytearray)) or not isinstance(ids, Iterable):
+        raise TypeError(f"{what} must be a document id (str) or a list of them, not {type(ids).__name__}")
+    out = list(ids)
+    for doc_id in out:
+        if not isinstance(doc_id, str):
+            raise TypeError(f"{what}: document ids are strings, got {type(doc_id).__name__} ({doc_id!r})")
+        if not doc_id:
+            raise ValueError(f"{what}: document ids are non-empty strings, got ''")
+    return out
 
 
 def check_document_ids(ids: Any, n: int, what: str) -> list[str]:

@@ -317,8 +317,10 @@ def test_search_time_config_changes_scoring_not_tokens(tmp_path: Path) -> None:
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     segments = write_segments(tmp_path / "ok", FRUIT, [2])
-    with pytest.raises(ValueError, match="k must be a positive int"):
+    with pytest.raises(ValueError, match="k must be at least 1"):
         bm25_search(segments, ["apple"], 0)
+    with pytest.raises(TypeError, match="k must be an int"):
+        bm25_search(segments, ["apple"], 2.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="list of strings"):
         bm25_search(segments, "apple", 3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="is_live must return a bool array"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -264,6 +265,107 @@ def test_compact(minilm: str, adi: Path, tmp_path: Path) -> None:
     assert [(r["passage_id"], r["content"]) for r in reopened.search(query, k=10)] == before  # ids kept
     code, _, err = run_cli("compact", "missing", "--index-root", root)
     assert code == 1 and "no index 'missing'" in err
+
+
+# ---------------------------------------------------------------------------------------------- Qdrant backend
+needs_qdrant_edge = pytest.mark.skipif(
+    importlib.util.find_spec("qdrant_edge") is None,
+    reason="the embedded Qdrant engine (qdrant-edge-py) is not installed: pip install 'lateragkit[qdrant]'",
+)
+
+
+@needs_qdrant_edge
+def test_qdrant_index_search_info_compact(minilm: str, adi: Path, tmp_path: Path) -> None:
+    from lateragkit.qdrant.edge import CONFIG_FILE
+    from lateragkit.qdrant.engine import CONFIG_KEY
+
+    root = tmp_path / "idx"
+    code, out, err = run_cli("index", adi, "--name", "qa", "--index-type", "qdrant", "--qdrant-quantization", "int8",
+                             "--qdrant-candidates", "60", "--index-root", root, "--model", minilm, "-q")
+    assert code == 0, err
+    assert "Indexed 82 documents" in out and "(qdrant index, embedded engine in qdrant/" in out
+    # info: the backend and where its engine keeps the points (the embedded folder, inside the index)
+    code, out, err = run_cli("info", "qa", "--index-root", root, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["index_type"] == "qdrant" and info["qdrant"]["kind"] == "embedded"
+    engine_folder = root / "qa" / info["qdrant"]["path"]
+    stored = json.loads((engine_folder / CONFIG_FILE).read_text())[CONFIG_KEY]["options"]
+    assert stored["quantization"] == "int8" and stored["candidates"] == 60 and stored["datatype"] == "float16"
+    code, out, err = run_cli("info", "qa", "--index-root", root)
+    assert code == 0 and ["index_type", "qdrant"] in table_rows(out)
+    assert ["qdrant", f"embedded engine in {info['qdrant']['path']}"] in table_rows(out)
+    # search: a document's own text finds it first, with and without a per-query first-stage size
+    corpus, _, _ = load_beir(adi)
+    doc_id = list(corpus)[11]
+    for extra in ([], ["--candidates", "20"]):
+        code, out, err = run_cli("search", "qa", corpus_text(corpus[doc_id]), "-k", "5", "--index-root", root, "-q",
+                                 *extra)
+        assert code == 0, err
+        rows = table_rows(out)
+        assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"] and rows[0][2] == doc_id
+        scores = [float(r[1]) for r in rows]
+        assert scores == sorted(scores, reverse=True)
+    # BM25 needs a local passage store: a clean error, not a traceback
+    code, out, err = run_cli("search", "qa", "anything", "--mode", "bm25", "--index-root", root, "-q")
+    assert code == 1 and "mode='late' only" in err and "Traceback" not in err
+    # server flags do not apply to an embedded engine
+    code, _, err = run_cli("search", "qa", "anything", "--qdrant-url", "http://127.0.0.1:6333", "--index-root", root)
+    assert code == 1 and "embedded Qdrant engine" in err
+    code, out, err = run_cli("compact", "qa", "--index-root", root, "-q")
+    assert code == 0 and "Qdrant-backed" in out and "nothing to compact" in out
+    assert engine_folder.is_dir()
+
+
+def test_candidates_and_qdrant_url_need_a_qdrant_index(adi_index: Path) -> None:
+    code, _, err = run_cli("search", "adi", "anything", "--candidates", "50", "--index-root", adi_index, "-q")
+    assert code == 1 and "--candidates applies to Qdrant-backed indexes" in err
+    code, _, err = run_cli("search", "adi", "anything", "--qdrant-url", "http://127.0.0.1:6333",
+                           "--index-root", adi_index, "-q")
+    assert code == 1 and "apply to Qdrant-backed indexes" in err
+
+
+@needs_qdrant_edge
+def test_qdrant_server_that_does_not_answer_is_a_clean_error(minilm: str, tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Paris is the capital of France.")
+    # --qdrant-url alone chooses the Qdrant backend; port 9 (discard) refuses the connection
+    code, out, err = run_cli("index", tmp_path / "docs", "--name", "remote", "--qdrant-url", "http://127.0.0.1:9",
+                             "--qdrant-shards", "2", "--index-root", tmp_path / "idx", "--model", minilm, "-q")
+    assert code == 1, out
+    assert "cannot use Qdrant collection 'remote' on http://127.0.0.1:9" in err and "Traceback" not in err
+    code, out, _ = run_cli("list", "--index-root", tmp_path / "idx")
+    assert code == 0 and "No index under" in out  # nothing half-built is listed
+
+
+@needs_qdrant_edge
+def test_eval_with_qdrant_measures_late_interaction_only(minilm: str, adi: Path, tmp_path: Path) -> None:
+    small = small_beir(adi, tmp_path / "small")
+    code, out, err = run_cli("eval", small, "--model", minilm, "--index-type", "qdrant", "--latency-queries", "1", "-q")
+    assert code == 0, err
+    rows = table_rows(out)
+    assert [r[0] for r in rows] == ["exhaustive MaxSim", "index (qdrant)"]
+    exhaustive, indexed = (float(r[1]) for r in rows)
+    assert indexed == pytest.approx(exhaustive, abs=0.01)  # every document is a candidate: the same MaxSim
+
+
+def test_qdrant_flags_are_checked_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_model(*_: object, **__: object) -> None:
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_load_model", no_model)
+    (tmp_path / "a.txt").write_text("hello")
+    base = ("index", tmp_path, "--name", "ok", "--index-root", tmp_path / "idx")
+    err = _usage_error(*base, "--qdrant-shards", "2")
+    assert err.startswith("usage: lateragkit index") and "--qdrant-shards applies to a Qdrant server" in err
+    err = _usage_error(*base, "--index-type", "plaid", "--qdrant-on-disk", "--qdrant-quantization", "int8")
+    assert "--qdrant-quantization, --qdrant-on-disk apply to --index-type qdrant, not plaid" in err
+    assert "--nbits applies to PLAID" in _usage_error(*base, "--index-type", "qdrant", "--nbits", "2")
+    assert "--qdrant-url must look like" in _usage_error(*base, "--qdrant-url", "localhost:6333")
+    assert "argument --qdrant-replicas" in _usage_error(*base, "--qdrant-replicas", "0")
+    assert "usage: lateragkit eval" in _usage_error("eval", tmp_path, "--index-type", "exact", "--qdrant-on-disk")
+    code, _, err = run_cli("eval", tmp_path, "--index-type", "qdrant", "--mode", "hybrid")
+    assert code == 1 and "--mode late only" in err
 
 
 # ---------------------------------------------------------------------------------------------- first run

@@ -82,7 +82,7 @@ def test_bad_input_is_a_clear_error() -> None:
         fuse(ok, ok, alpha=1.5)
     with pytest.raises(ValueError, match="method must be one of"):
         fuse(ok, ok, method="borda")
-    with pytest.raises(ValueError, match="k must be a positive int"):
+    with pytest.raises(ValueError, match="k must be at least 1"):
         fuse(ok, ok, k=0)
     with pytest.raises(TypeError, match="integer ids"):
         rrf([np.array([0.5, 1.5])])

@@ -110,9 +110,9 @@ def test_exact_stage_sees_at_most_ndocs_over_4(data: dict, monkeypatch: pytest.M
     seen: list[int] = []
     original = PlaidIndex._exact_scores
 
-    def spy(self, Q, Q_mask, rows):  # type: ignore[no-untyped-def]
-        seen.append(int(rows.numel()))
-        return original(self, Q, Q_mask, rows)
+    def spy(self, Qs, firsts, cands):  # type: ignore[no-untyped-def]
+        seen.extend(int(rows.numel()) for rows in cands if rows is not None)
+        return original(self, Qs, firsts, cands)
 
     monkeypatch.setattr(PlaidIndex, "_exact_scores", spy)
     plaid.search(data["Q"][:3], data["M"][:3], 10, ndocs=64, ncells=4)
@@ -163,7 +163,7 @@ def test_pruned_interaction_equals_scanning_each_candidates_codes(data: dict) ->
     keep = best >= thr
     assert 0 < int(keep.sum()) < plaid.num_centroids
     rows = torch.from_numpy(np.random.default_rng(0).choice(N, 700, replace=False))  # not sorted
-    got = plaid._pruned_interaction(rows, S.T.contiguous().to(plaid.codec.dtype), keep)
+    got = plaid._pruned_interaction(rows, S.to(plaid.codec.dtype), keep)
 
     codes, offsets, lens, K = np.asarray(plaid.segments[0].codes), plaid.tok_offsets, plaid.doclens, keep.numpy()
     expected = []
@@ -173,3 +173,125 @@ def test_pruned_interaction_equals_scanning_each_candidates_codes(data: dict) ->
         expected.append(float(np.maximum(S[:, c].amax(1).numpy(), 0).sum()) if c.size else 0.0)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
     assert (got > 0).any() and (got == 0).any()
+
+
+# --------------------------------------------------------------------------------------------------
+# the exact stage: blocked decompression, shared by a batch, equal to MaxSim over decompressed vectors
+# --------------------------------------------------------------------------------------------------
+def _decompressed_by_hand(index: PlaidIndex, pid: int) -> np.ndarray:
+    """The normalised vectors of passage ``pid``, decoded from its segment's files with numpy only:
+    centroid + bucket weight of each dimension (`ResidualCodec.unpack`), divided by the norm."""
+    for seg in index.segments:
+        hit = np.flatnonzero(seg.pids == pid)
+        if hit.size:
+            r = int(hit[0])
+            a, b = int(seg.tok_offsets[r]), int(seg.tok_offsets[r + 1])
+            codes = np.asarray(seg.codes[a:b], dtype=np.int64)
+            buckets = index.codec.unpack(torch.from_numpy(np.asarray(seg.residuals[a:b]))).numpy()
+            x = index.centroids[codes].astype(np.float64) + index.codec.weights.numpy().astype(np.float64)[buckets]
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+    raise AssertionError(f"pid {pid} is not stored")
+
+
+def _check_exact_scores(index: PlaidIndex, Q: torch.Tensor, M: torch.Tensor, k: int) -> list:
+    """Batch results == one-at-a-time results == MaxSim over the hand-decoded vectors of the returned pids,
+    for the sparse (one GEMM per passage) and the dense (one GEMM per block) paths of the shared stage."""
+    from lateragkit.index import plaid_search
+
+    first = None
+    for overhead in (0, 10**9):  # 0: per-passage GEMMs where the pairs are sparse; 10**9: block GEMMs always
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(plaid_search, "PASSAGE_OVERHEAD", overhead)
+            batch = index.search(Q, M, k)
+            single = [index.search(Q[i : i + 1], M[i : i + 1], k)[0] for i in range(Q.shape[0])]
+        for i, ((sb, pb), (ss, ps)) in enumerate(zip(batch, single, strict=True)):
+            np.testing.assert_array_equal(pb, ps)
+            np.testing.assert_allclose(sb, ss, rtol=0, atol=1e-5)
+            assert pb.size == min(k, index.num_passages) and np.all(index.is_live(pb))
+            vecs = [_decompressed_by_hand(index, int(p)) for p in pb]
+            lens = np.array([v.shape[0] for v in vecs])
+            ref = reference_maxsim(Q[i : i + 1].double(), M[i : i + 1], np.concatenate(vecs), lens)[0]
+            np.testing.assert_allclose(sb, ref, rtol=0, atol=1e-4)
+            assert np.all(np.diff(sb) <= 0)
+        if first is not None:  # both paths give the same results
+            for (sa, pa), (sb, pb) in zip(first, batch, strict=True):
+                np.testing.assert_array_equal(pa, pb)
+                np.testing.assert_allclose(sa, sb, rtol=0, atol=1e-5)
+        first = batch
+    return first or []
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_exact_stage_is_maxsim_of_decompressed_vectors_across_segments(tmp_path, nbits: int) -> None:
+    topics = make_topics(60, 32, seed=31)
+    v, lens, own = make_collection(500, 32, topics=topics, seed=32 + nbits)
+    starts = np.concatenate([[0], np.cumsum(lens)])
+    index = build_index(tmp_path / "a", [(v[: starts[320]], lens[:320])], dim=32, index_type="plaid", nbits=nbits)
+    index, _ = index.add(tmp_path / "b", [(v[starts[320] :], lens[320:])])
+    index = index.delete(tmp_path / "c", [3, 50, 321, 400, 499])
+    assert index.num_segments == 2 and index.num_passages == 495
+    Q, M = make_queries(topics, own, np.array([3, 10, 50, 200, 330, 400, 450]), seed=33)
+    for k in (5, 60):
+        hits = _check_exact_scores(index, Q, M, k)
+        assert not {3, 50, 321, 400, 499} & {int(p) for _, pids in hits for p in pids}
+    # compaction (one merged segment, the same rows) ranks the same
+    compacted = index.compact(tmp_path / "d")
+    assert compacted.num_segments == 1
+    for (sa, pa), (sb, pb) in zip(index.search(Q, M, 20), compacted.search(Q, M, 20), strict=True):
+        np.testing.assert_array_equal(pa, pb)
+        np.testing.assert_allclose(sa, sb, rtol=0, atol=1e-5)
+
+
+def test_exact_stage_of_a_format_1_folder(tmp_path) -> None:
+    from .test_index_segments import _write_format_1
+
+    topics = make_topics(60, 32, seed=41)
+    v, lens, own = make_collection(300, 32, topics=topics, seed=42)
+    build_index(tmp_path / "built", chunked(v, lens, 100), dim=32, index_type="plaid", nbits=2)
+    _write_format_1(tmp_path / "built", tmp_path / "v1", deleted_pids=[7, 99])
+    old = load_index(tmp_path / "v1")
+    assert old.meta.flat_layout
+    Q, M = make_queries(topics, own, np.array([7, 20, 99, 150, 299]), seed=43)
+    hits = _check_exact_scores(old, Q, M, 30)
+    assert not {7, 99} & {int(p) for _, pids in hits for p in pids}
+
+
+def test_batch_with_empty_and_restricted_queries_matches_one_at_a_time(data: dict) -> None:
+    plaid, Q, M = data["plaid"], data["Q"][:5].clone(), data["M"][:5].clone()
+    M[2] = False  # a query without any scored token
+    subsets = [np.arange(0, N, 3), np.array([5, 6, 7]), np.arange(N), np.array([], dtype=np.int64), np.arange(N)]
+    batch = plaid.search(Q, M, 10, pids=subsets)
+    for i in range(5):
+        (s1, p1), = plaid.search(Q[i : i + 1], M[i : i + 1], 10, pids=[subsets[i]])
+        np.testing.assert_array_equal(batch[i][1], p1)
+        np.testing.assert_allclose(batch[i][0], s1, rtol=0, atol=1e-5)
+    assert batch[2][1].size == 0 and batch[3][1].size == 0 and sorted(batch[1][1].tolist()) == [5, 6, 7]
+
+
+def test_positions_of_listed_rows_by_map_and_by_binary_search(data: dict) -> None:
+    plaid = data["plaid"]
+    rng = np.random.default_rng(5)
+    rows = torch.from_numpy(rng.choice(N, 300, replace=False))  # distinct, not sorted
+    where = {int(r): i for i, r in enumerate(rows.tolist())}
+    for n_listed in (10, 2000):  # few listed rows: binary search; many: a row -> position map
+        listed = torch.from_numpy(rng.integers(0, N, n_listed))
+        which = torch.arange(n_listed)
+        pos, got_which = plaid._positions(rows, listed, which)
+        expected = [(where[int(r)], i) for i, r in enumerate(listed.tolist()) if int(r) in where]
+        assert list(zip(pos.tolist(), got_which.tolist(), strict=True)) == expected
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_segment_max_over_runs_with_empty_ones(axis: int) -> None:
+    from lateragkit import scoring
+
+    rng = np.random.default_rng(6)
+    lens = np.array([3, 0, 1, 5, 0])
+    values = rng.normal(size=(int(lens.sum()), 4)).astype(np.float32)
+    starts = np.concatenate([[0], np.cumsum(lens)])
+    expected = np.array([values[a:b].max(0) if b > a else np.full(4, -7.0) for a, b in zip(starts, starts[1:])])
+    v = torch.from_numpy(values if axis == 0 else values.T.copy())
+    got = scoring.segment_max(v, torch.from_numpy(lens), empty=-7.0, axis=axis).numpy()
+    np.testing.assert_array_equal(got if axis == 0 else got.T, expected)
+    full = scoring.segment_max(torch.from_numpy(values[:3]), torch.tensor([2, 1])).numpy()
+    np.testing.assert_array_equal(full, np.stack([values[:2].max(0), values[2]]))

@@ -124,3 +124,44 @@ def test_add_and_delete_racing_from_two_processes(encoder_rag):
     assert not {f"base-{i}" for i in range(4)} & set(stored)
     assert {"base-4", "base-5"} <= set(stored)
     assert len(stored) == 2 + 6
+
+
+@pytest.mark.parametrize("index_type", ["exact", "plaid"])
+def test_reload_after_another_instances_add_reuses_unchanged_segments(encoder_rag, index_type, monkeypatch):
+    """A reader that sees a newer version (another instance added 1 document) reopens it reusing the segments
+    (and PLAID codec) both versions share: the same loaded objects, no file read again, same results."""
+    topics = ["rivers", "mountains", "volcanoes", "deserts", "forests", "glaciers", "oceans", "islands"]
+    texts = [f"Passage {i} describes {topics[i % 8]} and their climate, wildlife and history in region {i}."
+             for i in range(40)]
+    path = Path(encoder_rag.index(texts, document_ids=[f"d{i}" for i in range(40)], index_name=f"reuse-{index_type}",
+                                  index_type=index_type))
+    reader = RAGPretrainedModel(encoder_rag.encoder, index_root=path.parent, verbose=0)
+    reader._current = path.name
+    reader.search("glaciers", k=3)
+    before = reader._snapshot(path.name).index
+    assert before.kind == index_type and before.num_segments == 1
+    loaded: list[str] = []
+    segment_init = type(before.segments[0]).__init__
+
+    def counting_init(self, folder, *args, **kwargs):  # records every segment read from disk
+        loaded.append(Path(folder).name)
+        segment_init(self, folder, *args, **kwargs)
+
+    monkeypatch.setattr(type(before.segments[0]), "__init__", counting_init)
+    encoder_rag.add_to_index(["Volcanoes erupt lava and ash over the islands."], new_document_ids=["new"],
+                             index_name=path.name)
+    written = encoder_rag._snapshot(path.name).index
+    assert loaded == ["seg-000002"]  # the writer wrote the new segment and reopened nothing after its commit
+    loaded.clear()
+    rows = reader.search("volcanoes erupting lava", k=5)
+    after = reader._snapshot(path.name).index
+    assert after is not before and after.num_segments == 2
+    assert after.segments[0] is before.segments[0]  # the unchanged segment: the very same loaded object
+    assert written.segments[1] is not after.segments[1]  # (another instance: nothing shared across them)
+    assert loaded == [after.segments[1].name]  # only the new segment was read
+    if index_type == "plaid":
+        assert after.shared is before.shared  # the codec too
+    fresh = RAGPretrainedModel.from_index(path, device="cpu", verbose=0).search("volcanoes erupting lava", k=5)
+    assert [(r["document_id"], r["content"]) for r in rows] == [(r["document_id"], r["content"]) for r in fresh]
+    assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in fresh], abs=1e-5)
+    assert rows[0]["document_id"] == "new"

@@ -420,7 +420,7 @@ def test_bad_configuration_fails_before_serving(index_root: Path, tmp_path: Path
 
     with pytest.raises(ValueError, match="non-empty"):
         create_app([index_root / "adi"], api_key="")
-    with pytest.raises(ValueError, match="max_k must be a positive int"):
+    with pytest.raises(ValueError, match="max_k must be at least 1"):
         Limits(max_k=0)
     with pytest.raises(IndexNotFoundError):
         create_app([tmp_path / "absent"])

@@ -20,7 +20,7 @@ from .segments import FileIdentity, file_identity
 from .storage import load_npy, save_npy
 
 __all__ = ["ResidualCodec", "StoredCodec", "check_nbits", "bucket_tables", "quantile_buckets", "CODEC_DIR",
-           "CODEC_FILES", "COARSE_FILE"]
+           "CODEC_FILES", "COARSE_FILE", "take_rows"]
 
 VALID_NBITS = (1, 2, 4)
 
@@ -133,23 +133,31 @@ class ResidualCodec:
         return self.pack(self.quantize(residual))
 
     def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-        """`[n, dim]` L2-normalised vectors (float32 on CPU, float16 on CUDA)."""
+        """`[n, dim]` L2-normalised vectors (float32 on CPU, float16 on CUDA).
+
+        Two table gathers (the centroid rows; each residual byte's `8 / nbits` decoded weights), one add and
+        one in-place division by the norms. Callers decompress in blocks of a few thousand tokens
+        (`plaid_search.EXACT_TOKENS`): the passes then stay in the CPU cache, several times faster than one
+        pass over a large block.
+        """
         n = int(codes.shape[0])
         if n == 0:
             return torch.zeros(0, self.dim, dtype=self.dtype, device=self.device)
-        x = _take_rows(self.centroids, codes.to(self.device))
-        x += _take_rows(self._lookup, packed.to(self.device).reshape(-1)).view(n, self.dim)
+        x = take_rows(self.centroids, codes.to(self.device))
+        x += take_rows(self._lookup, packed.to(self.device).reshape(-1)).view(n, self.dim)
         # renormalise: the exact stage must score unit vectors, as the encoder produced
         norms = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32).clamp_min_(1e-12)
         x /= norms.to(x.dtype)
         return x
 
 
-def _take_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """`table[idx]` for a 1-D integer index. On CPU numpy's take is 2-5x faster than torch's indexing
-    kernels for these short rows; on accelerators torch's index_select."""
+def take_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """`table[idx]` for a 1-D integer index. On CPU numpy's take (``mode="clip"``: no bounds pass; the indices
+    are valid by construction) is 2-5x faster than torch's indexing kernels for these short rows, fastest
+    with a native-width index; on accelerators torch's index_select."""
     if table.device.type == "cpu":
-        return torch.from_numpy(np.take(table.numpy(), idx.numpy(), axis=0))
+        index = idx.numpy().astype(np.intp, copy=False)
+        return torch.from_numpy(np.take(table.numpy(), index, axis=0, mode="clip"))
     return table.index_select(0, idx.to(torch.int32))
 
 

@@ -6,7 +6,13 @@ Per query:
 2. approximate score from the centroids of each candidate's tokens, only centroids whose best query
    score reaches ``centroid_score_threshold``; keep ``ndocs``;
 3. the same with every centroid; keep ``ndocs // 4`` (at least ``k``);
-4. decompress those passages and score them exactly with `scoring.maxsim`.
+4. decompress those passages and score them exactly (MaxSim over the normalised vectors).
+
+A batch of queries shares the centroid-score GEMM and the exact stage: the candidates of all queries are
+pooled, each distinct passage is decompressed once (in cache-sized blocks of ``EXACT_TOKENS`` tokens) and
+scored against the tokens of every query that has it as a candidate: one GEMM per block against the queries
+that block concerns when most of their (passage, query) pairs are wanted (always so for one query), else one
+small GEMM per passage against its own queries.
 
 Rows and tokens are global (segment after segment); codes and residuals are gathered across segments by
 `SegmentedArray.take_runs`, inverted lists walked by `SegmentedIVF.lists`. An index of several segments thus
@@ -23,14 +29,20 @@ from .. import scoring
 from .base import PassageIndex, SearchResult
 from .codec import ResidualCodec
 from .ivf import SegmentedIVF
+from .packed import token_ranges
 from .segments import SegmentedArray
 
 __all__ = ["PlaidSearch", "plaid_params", "DEFAULT_MAX_EXACT_SUBSET"]
 
-# Tokens gathered per step in the centroid-interaction stages (bounds the [tokens, Lq] score block).
-STAGE_TOKENS = 1 << 18
-# Tokens decompressed at once in the exact stage (float32: 65,536 x dim 384 = 100 MB).
-EXACT_TOKENS = 1 << 16
+# Tokens whose centroid scores are gathered per step in the full centroid interaction (the [tokens, Lq] score
+# block stays in the CPU cache: 16,384 x 32 floats = 2 MB).
+STAGE_TOKENS = 1 << 14
+# Tokens decompressed at once in the exact stage (float32 at dim 384: 6 MB; a block that fits the cache makes
+# decompression + GEMM 2-2.5x faster than one pass over all candidates).
+EXACT_TOKENS = 1 << 12
+# Sparse per-passage scoring costs this many (token x query-token) products of overhead per passage: the
+# dense block GEMM is chosen when its products are fewer than the sparse ones plus this overhead.
+PASSAGE_OVERHEAD = 6_000
 DEFAULT_MAX_EXACT_SUBSET = 1024
 
 
@@ -81,27 +93,23 @@ class PlaidSearch(PassageIndex):
     ) -> list[SearchResult]:
         ncells, thr, ndocs, max_exact = plaid_params(k, params)
         dev, cdt = self.device, self.codec.dtype
-        Qd = Q.to(dev, cdt)
         Qm = Q_mask.to(dev)
         # centroid scores of every scored query token of the batch in one GEMM: [tokens, K]
-        Q_scored = Qd[Qm]
+        Q_scored = Q.to(dev, cdt)[Qm]
         S_all = Q_scored @ self.codec.centroids.T
         counts = Qm.sum(1).tolist()
-        out: list[SearchResult] = []
-        start = 0
+        firsts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
+        cands: list[torch.Tensor | None] = []
         for i, lq in enumerate(counts):
-            S_q = S_all[start : start + lq]  # [lq, K]
-            q = Q_scored[start : start + lq][None]
-            start += lq
             sub = allowed[i]
             if lq == 0 or self.num_passages == 0 or (sub is not None and sub.size == 0):
-                out.append((np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)))
+                cands.append(None)
                 continue
-            rows = self._candidates(S_q, k, ncells, ndocs, thr, sub, max_exact)
-            qm = torch.ones(1, lq, dtype=torch.bool, device=dev)
-            scores = self._exact_scores(q, qm, rows)
-            out.append(self._results(scores[0], rows.cpu().numpy(), k))
-        return out
+            cands.append(self._candidates(S_all[firsts[i] : firsts[i + 1]], k, ncells, ndocs, thr, sub, max_exact))
+        scores = self._exact_scores(Q_scored, firsts, cands)
+        empty = (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64))
+        return [empty if rows is None else self._results(sc, rows.cpu().numpy(), k)
+                for rows, sc in zip(cands, scores, strict=True)]
 
     def _probe(self, S_q: torch.Tensor, ncells: int, k: int, sub_t: torch.Tensor | None) -> torch.Tensor:
         """Stage 1: live rows in the IVF lists of each query token's ``ncells`` best centroids."""
@@ -135,17 +143,16 @@ class PlaidSearch(PassageIndex):
         if sub_t is not None and rows.numel() < min(max(ndocs // 4, k), sub_t.numel()):
             # the probed lists hold too little of the subset to fill the exact stage: rank all of it
             rows = sub_t
-        S_T = S_q.T.contiguous()  # [K, lq]: one row per centroid for the gathers
         if rows.numel() > ndocs:  # stage 2: pruned centroid interaction
-            approx = self._pruned_interaction(rows, S_T, S_q.amax(0) >= thr)
+            approx = self._pruned_interaction(rows, S_q, S_q.amax(0) >= thr)
             rows = rows[torch.topk(approx, ndocs).indices]
         final = max(ndocs // 4, k)
         if rows.numel() > final:  # stage 3: full centroid interaction
-            approx = self._centroid_interaction(rows, S_T)
+            approx = self._centroid_interaction(rows, S_q)
             rows = rows[torch.topk(approx, final).indices]
         return rows
 
-    def _pruned_interaction(self, rows: torch.Tensor, S_T: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def _pruned_interaction(self, rows: torch.Tensor, S_q: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Stage 2: Σ_q max(0, max over the kept centroids among each passage's codes of their score).
 
         Computed from the IVF side: only the kept centroids (those some query token scores at least the
@@ -153,31 +160,46 @@ class PlaidSearch(PassageIndex):
         thousand (centroid, passage) pairs instead of every token of every candidate (about a million on
         SciFact). The result is the same as scanning the candidates' codes.
         """
-        dev, lq = self.device, S_T.shape[1]
-        out = torch.zeros(rows.numel(), lq, dtype=S_T.dtype, device=dev)
+        dev, lq = self.device, S_q.shape[0]
+        out = torch.zeros(rows.numel(), lq, dtype=S_q.dtype, device=dev)
         kept = keep.nonzero().squeeze(1)
         if kept.numel():
             listed, which = self._ivf.lists(kept)
-            # position of each listed row among the candidates (rows need not be sorted)
-            sorted_rows, order = torch.sort(rows)
-            at = torch.searchsorted(sorted_rows, listed).clamp_max(rows.numel() - 1)
-            hit = sorted_rows[at] == listed
-            pos, which = order[at[hit]], which[hit]
-            out.scatter_reduce_(0, pos[:, None].expand(-1, lq), S_T[kept[which]], reduce="amax", include_self=True)
+            pos, which = self._positions(rows, listed, which)
+            kept_T = S_q[:, kept].T.contiguous()  # [kept, lq]
+            out.scatter_reduce_(0, pos[:, None].expand(-1, lq), kept_T[which], reduce="amax", include_self=True)
         return out.float().sum(1)
 
-    def _centroid_interaction(self, rows: torch.Tensor, S_T: torch.Tensor) -> torch.Tensor:
-        """Stage 3: Σ_q max over each passage's tokens of the centroid score of the token's code."""
-        lq = S_T.shape[1]
+    def _positions(
+        self, rows: torch.Tensor, listed: torch.Tensor, which: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position among ``rows`` (distinct) of each entry of ``listed`` that is one of them, and its ``which``.
+        A row -> position map when the index is not much larger than the lists (one gather), else a binary
+        search over the sorted rows."""
+        if self.num_rows <= 64 * max(int(listed.numel()), 1):
+            at = torch.full((self.num_rows,), -1, dtype=torch.long, device=rows.device)
+            at[rows] = torch.arange(rows.numel(), device=rows.device)
+            pos = at[listed]
+            hit = pos >= 0
+            return pos[hit], which[hit]
+        sorted_rows, order = torch.sort(rows)
+        at = torch.searchsorted(sorted_rows, listed).clamp_max(rows.numel() - 1)
+        hit = sorted_rows[at] == listed
+        return order[at[hit]], which[hit]
+
+    def _centroid_interaction(self, rows: torch.Tensor, S_q: torch.Tensor) -> torch.Tensor:
+        """Stage 3: Σ_q max over each passage's tokens of the centroid score of the token's code, in blocks of
+        ``STAGE_TOKENS`` tokens. ``S_q [lq, K]``: each query token's row of centroid scores gathered at the
+        codes (`[lq, tokens]`, one contiguous row per query token: numpy's per-row maximum then vectorises;
+        3x faster on CPU than gathering `[tokens, lq]` rows), then a segmented maximum per passage."""
         lens = self._doclens[rows]
+        codes = self._codes.take_runs(self._tok_offsets[rows], lens)  # int16/int32: a few bytes per token
+        tok_at = [0, *torch.cumsum(lens, 0).tolist()]
         out = torch.empty(rows.numel(), dtype=torch.float32, device=self.device)
         for start, end in scoring.document_blocks(lens, STAGE_TOKENS):
-            blk = rows[start:end]
-            doc = torch.repeat_interleave(torch.arange(end - start, device=self.device), lens[start:end])
-            codes = self._codes.take_runs(self._tok_offsets[blk], lens[start:end]).long()
-            best = torch.full((end - start, lq), float("-inf"), dtype=S_T.dtype, device=self.device)
-            best.scatter_reduce_(0, doc[:, None].expand(-1, lq), S_T[codes], reduce="amax", include_self=True)
-            out[start:end] = best.float().sum(1)
+            scores = _take_columns(S_q, codes[tok_at[start] : tok_at[end]])  # [lq, tokens]
+            best = scoring.segment_max(scores, lens[start:end], empty=float("-inf"), axis=1)
+            out[start:end] = best.T.contiguous().sum(1)  # summed in query-token order, as MaxSim sums
         return out
 
     def decompress_rows(self, rows: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,13 +209,92 @@ class PlaidSearch(PassageIndex):
         starts = self._tok_offsets[rows]
         return self.codec.decompress(self._codes.take_runs(starts, lens), self._residuals.take_runs(starts, lens)), lens
 
-    def _exact_scores(self, Q: torch.Tensor, Q_mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Stage 4: MaxSim over decompressed vectors, decompressing at most ~EXACT_TOKENS tokens at a time
-        (a large k sends thousands of passages here; all of them at once would take GBs)."""
-        out = torch.zeros(Q.shape[0], rows.numel(), dtype=torch.float32, device=Q.device)
-        if rows.numel() == 0:
+    def _exact_scores(
+        self, Qs: torch.Tensor, firsts: list[int], cands: list[torch.Tensor | None]
+    ) -> list[torch.Tensor]:
+        """Stage 4 for a batch: exact MaxSim of each query's candidate rows (``cands[i]``, None: no search)
+        against its scored tokens ``Qs[firsts[i]:firsts[i + 1]]``; one score tensor per query, aligned with
+        its rows. Each distinct passage is decompressed once, whatever the number of queries having it."""
+        out = [torch.zeros(0 if c is None else c.numel(), dtype=torch.float32, device=self.device) for c in cands]
+        which = [i for i, c in enumerate(cands) if c is not None and c.numel()]
+        parts = [c for c in cands if c is not None and c.numel()]
+        if not parts:
             return out
-        for start, end in scoring.document_blocks(self._doclens[rows], EXACT_TOKENS):
-            vecs, lens = self.decompress_rows(rows[start:end])
-            out[:, start:end] = scoring.maxsim(Q, Q_mask, vecs, lens.cpu())
+        sizes = [int(c.numel()) for c in parts]
+        pair_query = torch.repeat_interleave(torch.tensor(which, device=self.device),
+                                             torch.tensor(sizes, device=self.device))
+        if len(which) == 1:  # one query: its candidates are distinct rows already
+            union = parts[0]
+            inverse = torch.arange(sizes[0], device=self.device)
+        else:
+            union, inverse = torch.unique(torch.cat(parts), return_inverse=True)
+        scores = self._pair_scores(Qs, torch.tensor(firsts, device=self.device), union, inverse, pair_query)
+        for i, sc in zip(which, torch.split(scores, sizes), strict=True):
+            out[i] = sc
         return out
+
+    def _pair_scores(
+        self, Qs: torch.Tensor, firsts: torch.Tensor, union: torch.Tensor, inverse: torch.Tensor,
+        pair_query: torch.Tensor,
+    ) -> torch.Tensor:
+        """MaxSim of (query, passage) pairs: pair ``p`` is query ``pair_query[p]`` with row ``union[inverse[p]]``.
+        The union's passages are decompressed in blocks of at most ~EXACT_TOKENS tokens (a large k sends
+        thousands of passages here; all at once would take GBs, and a cache-sized block is faster)."""
+        order = torch.argsort(inverse, stable=True)  # pairs grouped by passage
+        by_passage = torch.searchsorted(inverse[order], torch.arange(union.numel() + 1, device=self.device))
+        bounds = by_passage.tolist()
+        q_len = firsts[1:] - firsts[:-1]
+        pq = pair_query[order]
+        out = torch.zeros(pair_query.numel(), dtype=torch.float32, device=self.device)
+        for s, e in scoring.document_blocks(self._doclens[union], EXACT_TOKENS):
+            vecs, lens = self.decompress_rows(union[s:e])
+            a, b = bounds[s], bounds[e]
+            owners = by_passage[s : e + 1] - a  # this block's pairs of each passage (CSR over pq[a:b])
+            out[order[a:b]] = _block_pair_scores(Qs, firsts, q_len, vecs, lens, pq[a:b], owners)
+        return out
+
+
+def _take_columns(S_q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``S_q[:, codes]`` as float32 `[lq, tokens]` (numpy's take on CPU: several times faster there)."""
+    if S_q.device.type == "cpu":
+        idx = codes.numpy().astype(np.intp, copy=False)
+        return torch.from_numpy(np.take(S_q.float().numpy(), idx, axis=1, mode="clip"))
+    return S_q.index_select(1, codes.long()).float()
+
+
+def _block_pair_scores(
+    Qs: torch.Tensor, firsts: torch.Tensor, q_len: torch.Tensor, vecs: torch.Tensor, lens: torch.Tensor,
+    pq: torch.Tensor, owners: torch.Tensor,
+) -> torch.Tensor:
+    """Scores of one decompressed block's pairs (grouped by passage: passage ``d`` has the pairs
+    ``owners[d]:owners[d + 1]`` of ``pq``, their queries). One GEMM against every query the block concerns
+    when that wastes little (always with one query), else one GEMM per passage against its own queries."""
+    queries, pair_col = torch.unique(pq, return_inverse=True)
+    n_pairs, n_docs = int(pq.numel()), int(lens.numel())
+    pair_doc = torch.repeat_interleave(torch.arange(n_docs, device=pq.device), owners[1:] - owners[:-1])
+    dense_cost = int(vecs.shape[0]) * int(q_len[queries].sum())
+    sparse_cost = int((lens[pair_doc] * q_len[pq]).sum()) + PASSAGE_OVERHEAD * n_docs
+    if dense_cost <= sparse_cost:
+        if queries.numel() == 1:
+            q0 = int(firsts[queries[0]])
+            q_tokens = Qs[q0 : q0 + int(q_len[queries[0]])]
+            tok_query = torch.zeros(q_tokens.shape[0], dtype=torch.long, device=pq.device)
+        else:
+            idx, tok_query = token_ranges(firsts[queries], q_len[queries])
+            q_tokens = Qs[idx]
+        best = scoring.segment_max((vecs @ q_tokens.T).float(), lens)  # [docs, query tokens]
+        per_query = torch.zeros(n_docs, int(queries.numel()), dtype=torch.float32, device=pq.device)
+        per_query.index_add_(1, tok_query, best)
+        return per_query[pair_doc, pair_col]
+    # sparse: every pair's query tokens, grouped by passage (the pairs are), one small GEMM per passage
+    idx, tok_pair = token_ranges(firsts[pq], q_len[pq])
+    q_tokens = Qs[idx]
+    best = torch.zeros(int(idx.numel()), dtype=vecs.dtype, device=pq.device)
+    cols = torch.cumsum(q_len[pq], 0)
+    col_at = torch.cat([cols.new_zeros(1), cols])[owners].tolist()  # each passage's columns
+    tok_at = [0, *torch.cumsum(lens, 0).tolist()]
+    for d in range(n_docs):
+        c0, c1, t0, t1 = col_at[d], col_at[d + 1], tok_at[d], tok_at[d + 1]
+        if c1 > c0 and t1 > t0:  # else: no pair, or an empty passage (scores 0)
+            torch.amax(vecs[t0:t1] @ q_tokens[c0:c1].T, 0, out=best[c0:c1])
+    return torch.zeros(n_pairs, dtype=torch.float32, device=pq.device).index_add_(0, tok_pair, best.float())

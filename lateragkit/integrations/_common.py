@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..validation import check_positive_int
+
 # Keys the adapters write into a passage's metadata. LlamaIndex hides them from the LLM and
 # the embedder (they would otherwise be printed as "score: 12.3" in front of the text).
 BOOKKEEPING_KEYS: tuple[str, ...] = ("document_id", "passage_id", "score", "rank", "retrieval_score")
@@ -20,15 +22,6 @@ _OFFSET_KEYS: tuple[tuple[str, str], ...] = (
     ("start", "end"),
     ("start_index", "end_index"),
 )
-
-
-def check_count(value: Any, name: str) -> int:
-    """Validate a result count (``k``, ``top_n``...): a positive int, else ``ValueError``/``TypeError``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
-    if value <= 0:
-        raise ValueError(f"{name} must be >= 1, got {value}; ask for at least one result")
-    return value
 
 
 def result_offsets(result: Mapping[str, Any]) -> tuple[int | None, int | None]:
@@ -111,11 +104,10 @@ def resolve_budget(source: Any, max_tokens: int | None, overlap_tokens: int | No
     """Validated ``(max_tokens, overlap_tokens)``, filling defaults from the model when not given."""
     if max_tokens is None:
         max_tokens = default_max_tokens(source)
-    check_count(max_tokens, "max_tokens")
+    max_tokens = check_positive_int(max_tokens, "max_tokens")
     if overlap_tokens is None:
         overlap_tokens = default_overlap(max_tokens)
-    if isinstance(overlap_tokens, bool) or not isinstance(overlap_tokens, int) or overlap_tokens < 0:
-        raise ValueError(f"overlap_tokens must be an int >= 0, got {overlap_tokens!r}")
+    overlap_tokens = check_positive_int(overlap_tokens, "overlap_tokens", minimum=0)
     if overlap_tokens >= max_tokens:
         raise ValueError(
             f"overlap_tokens ({overlap_tokens}) must be smaller than max_tokens ({max_tokens})"

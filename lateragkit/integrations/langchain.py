@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from ..validation import check_positive_int
 from . import _common, missing_extra
 
 try:
@@ -89,12 +90,12 @@ class LateragkitRetriever(BaseRetriever):
     @field_validator("k")
     @classmethod
     def _check_k(cls, value: int) -> int:
-        return _common.check_count(value, "k")
+        return check_positive_int(value, "k")
 
     def _search_params(self, kwargs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         params = {**self.search_kwargs, **kwargs}
         k = params.pop("k", None)
-        k = self.k if k is None else _common.check_count(k, "k")
+        k = self.k if k is None else check_positive_int(k, "k")
         index_name = params.pop("index_name", self.index_name)
         if index_name is not None:
             params["index_name"] = index_name
@@ -157,7 +158,7 @@ class LateragkitCompressor(BaseDocumentCompressor):
     @field_validator("k")
     @classmethod
     def _check_k(cls, value: int) -> int:
-        return _common.check_count(value, "k")
+        return check_positive_int(value, "k")
 
     @property
     def top_n(self) -> int:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from ..validation import check_positive_int
 from . import _common, missing_extra
 
 try:
@@ -100,7 +101,7 @@ class LateragkitLlamaRetriever(BaseRetriever):
         **kwargs: Any,
     ) -> None:
         self._model = model
-        self.similarity_top_k = _common.check_count(similarity_top_k, "similarity_top_k")
+        self.similarity_top_k = check_positive_int(similarity_top_k, "similarity_top_k")
         self.index_name = index_name
         self.search_kwargs = {**(search_kwargs or {}), **kwargs}
         if "k" in self.search_kwargs:
@@ -160,7 +161,7 @@ class LateragkitRerank(BaseNodePostprocessor):
     @field_validator("top_n")
     @classmethod
     def _check_top_n(cls, value: int) -> int:
-        return _common.check_count(value, "top_n")
+        return check_positive_int(value, "top_n")
 
     @classmethod
     def class_name(cls) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ..validation import check_positive_int
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -23,6 +25,4 @@ class Limits:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Limits.{f.name} must be a positive int, not {value!r}")
+            check_positive_int(getattr(self, f.name), f"Limits.{f.name}")
