@@ -209,7 +209,7 @@ def steady(rag: RAGPretrainedModel, queries: list[str], n: int) -> Timings:
     state.index.search = search  # type: ignore[union-attr]
     for q in queries[:WARMUP]:
         rag.search(q, k=K)
-    out: Timings = {c: {"encode": [], "search": [], "e2e": [], "overhead": []} for c in ("wall", "cpu")}
+    out: Timings = {c: {"encode": [], "search": [], "both": [], "e2e": [], "overhead": []} for c in ("wall", "cpu")}
     for i in range(n):
         encode.spent, search.spent = [0.0, 0.0], [0.0, 0.0]
         t0 = clocks()
@@ -218,6 +218,7 @@ def steady(rag: RAGPretrainedModel, queries: list[str], n: int) -> Timings:
         for c, clock in enumerate(("wall", "cpu")):
             out[clock]["encode"].append(encode.spent[c])
             out[clock]["search"].append(search.spent[c])
+            out[clock]["both"].append(encode.spent[c] + search.spent[c])
             out[clock]["e2e"].append(e2e[c])
             out[clock]["overhead"].append(e2e[c] - encode.spent[c] - search.spent[c])
     del rag.encoder.encode_queries, state.index.search  # type: ignore[union-attr]
@@ -243,10 +244,11 @@ def profile_facade(rag: RAGPretrainedModel, queries: list[str], n: int) -> str:
 # report
 # --------------------------------------------------------------------------------------------------
 def verdicts(timed: Timings, opens: list[dict[str, list[float]]], clock: str) -> tuple[float, float, bool, bool]:
-    """End-to-end p50 budget and first-search median on ``clock``, and whether each target is met."""
+    """End-to-end p50 budget (p50 of encoding + index search within the same calls, + 2 ms) and first-search
+    median on ``clock``, and whether each target is met."""
     c = 0 if clock == "wall" else 1
     p50 = {k: statistics.median(v) for k, v in timed[clock].items()}
-    budget = p50["encode"] + p50["search"] + OVERHEAD_BUDGET_MS
+    budget = p50["both"] + OVERHEAD_BUDGET_MS
     first = statistics.median(r["first"][c] for r in opens)
     return budget, first, p50["e2e"] <= budget, first < FIRST_SEARCH_BUDGET_MS
 
@@ -269,14 +271,14 @@ def markdown(timed: Timings, opens: list[dict[str, list[float]]], setup: dict[st
         f"torch thread(s), {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}; "
         f"load average {load[0]:.1f} before / {load[1]:.1f} after. {len(timed['wall']['e2e'])} queries; encoding and "
         "index search are the time spent inside them during each `RAG.search()` call. CPU = the calling thread's "
-        "CPU time (with one torch thread the whole search runs on "
-        "it), which a busy machine does not inflate; wall-clock times on a shared machine are only comparable "
-        "within one run.",
+        "CPU time (with one torch thread the whole search runs on it), which a busy machine inflates far less than "
+        "wall-clock time; wall-clock times on a shared machine are only comparable within one run.",
         "",
         "| | wall p50 (ms) | wall p95 (ms) | CPU p50 (ms) | CPU p95 (ms) |",
         "|---|---:|---:|---:|---:|",
         f"| query encoding (inside `encoder.encode_queries`) | {cells('encode')} |",
         f"| index search (inside `index.search`) | {cells('search')} |",
+        f"| encoding + index search (of the same call) | {cells('both')} |",
         f"| end-to-end `RAG.search()` | {cells('e2e')} |",
         f"| facade overhead (end-to-end − encoding − index search, per call) | {cells('overhead')} |",
         f"| `RAGPretrainedModel.from_index` (fresh process, median of {len(opens)}; model load included) | "
@@ -290,9 +292,11 @@ def markdown(timed: Timings, opens: list[dict[str, list[float]]], setup: dict[st
     for clock in ("wall", "cpu"):
         budget, first, e2e_ok, first_ok = verdicts(timed, opens, clock)
         e2e = statistics.median(timed[clock]["e2e"])
+        overhead = statistics.median(timed[clock]["overhead"])
         lines.append(
-            f"- {clock.upper() if clock == 'cpu' else 'Wall'}: end-to-end p50 {e2e:.2f} ms vs encoding p50 + index "
-            f"search p50 + {OVERHEAD_BUDGET_MS:.0f} ms = {budget:.2f} ms: **{'PASS' if e2e_ok else 'FAIL'}**; first "
+            f"- {clock.upper() if clock == 'cpu' else 'Wall'}: end-to-end p50 {e2e:.2f} ms vs (encoding + index "
+            f"search) p50 + {OVERHEAD_BUDGET_MS:.0f} ms = {budget:.2f} ms: **{'PASS' if e2e_ok else 'FAIL'}** (the "
+            f"facade's own work: p50 {overhead:.2f} ms per call); first "
             f"search after `from_index` {first:.0f} ms (target under {FIRST_SEARCH_BUDGET_MS:.0f} ms): "
             f"**{'PASS' if first_ok else 'FAIL'}**."
         )

@@ -54,6 +54,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 if "--lateragkit" in sys.argv:  # profile another checkout of the library (the baseline of --baseline)
     sys.path.insert(0, sys.argv[sys.argv.index("--lateragkit") + 1])
+    # imported now, before benchmarks/search.py puts this checkout first on sys.path and imports it
+    import lateragkit  # noqa: E402, F401
 
 import results_file  # noqa: E402
 import search as search_bench  # noqa: E402
@@ -463,8 +465,11 @@ def main() -> None:
     if args.stages_json:
         import json
 
+        import lateragkit
+
         keep = ("k", "queries", "total_ms", "p50_ms", "stages")
-        Path(args.stages_json).write_text(json.dumps([{key: r[key] for key in keep} for r in results]))
+        rows = [{**{key: r[key] for key in keep}, "package": str(Path(lateragkit.__file__).parent)} for r in results]
+        Path(args.stages_json).write_text(json.dumps(rows))
         return
     captured = results[1]["captured"]
     batch = batch_exact(index, data, captured, args.batch, args.repeats) if captured else None
@@ -502,8 +507,8 @@ def report(args: argparse.Namespace, data: dict[str, Any], index: Any, results: 
         "same shapes (it is taken out of 'other'). 'top-k' is every `torch.topk` (stage 2/3 selections and the "
         "final one) plus result building.",
         "",
-        *([f"Before: the checkout `{args.baseline}` profiled the same way in a subprocess just before "
-            "(same index, queries and threads); after: this checkout.", ""] if before else []),
+        *([f"Before: the package `{before[0]['package']}` (`--baseline`) profiled the same way in a subprocess "
+            "just before (same index, queries and threads); after: this checkout.", ""] if before else []),
         stage_table(results, before),
         "",
         "Exact stage on the candidates the searches above sent to it (mean per query, fastest of "

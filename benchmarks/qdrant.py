@@ -354,11 +354,12 @@ class Synthetic:
     ``WORK/synthetic/state.json`` after every block of passages and every finished size, so that ``--resume``
     goes on from there (Qdrant upserts are idempotent: a block cut short is added again whole)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, where: str) -> None:
         rng = np.random.default_rng(7)
         self.topics = rng.normal(size=(SYN_TOPICS, SYN_DIM)).astype(np.float32)
         self.topics /= np.linalg.norm(self.topics, axis=1, keepdims=True)
-        self.work = WORK / "synthetic"
+        # a --no-write run (a trial) works apart, so that it never replaces the state a real run resumes from
+        self.work = WORK / ("synthetic-no-write" if args.no_write else "synthetic")
         self.state_path = self.work / "state.json"
         self.args = args
         config = {"dim": SYN_DIM, "topics": SYN_TOPICS, "block": SYN_BLOCK, "queries": args.synthetic_queries,
@@ -370,15 +371,34 @@ class Synthetic:
         if state is None:
             shutil.rmtree(self.work, ignore_errors=True)
             self.work.mkdir(parents=True)
-            state = {"config": config, "qdrant_have": 0, "step_add_s": 0.0, "plaid_build_s": {}, "rows": []}
+            state = {"config": config, "where": where, "qdrant_have": 0, "step_add_s": 0.0, "plaid_build_s": {},
+                     "rows": []}
             self.qdrant = QdrantIndex.create(QdrantLocation(path=self.work / "qdrant"), dim=SYN_DIM)
         else:
             self.qdrant = QdrantIndex.open(QdrantLocation(path=self.work / "qdrant"))
             logger.info("resuming: %d passages in Qdrant, %d sizes done", state["qdrant_have"], len(state["rows"]))
-        self.state = state
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for start in range(0, state["qdrant_have"], SYN_BLOCK):  # regenerate what Qdrant already holds
-            self.parts.append(synthetic_block(start, min(SYN_BLOCK, state["qdrant_have"] - start), self.topics))
+        state.setdefault("where", where)  # the command (and machine) that started the measurement
+        self.state, self.where = state, where
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # generated blocks, in order
+
+    def held_blocks(self) -> list[tuple[int, int]]:
+        """(start, passages) of every block Qdrant holds, in the order added: as saved, or (state of an older
+        version of this script) rebuilt from the sizes reached, each step cut in SYN_BLOCK blocks from its start."""
+        if "blocks" in self.state:
+            return [(int(a), int(n)) for a, n in self.state["blocks"]]
+        ends = sorted({r["passages"] for r in self.state["rows"]} | {self.state["qdrant_have"]})
+        blocks, prev = [], 0
+        for end in ends:
+            blocks += [(a, min(SYN_BLOCK, end - a)) for a in range(prev, end, SYN_BLOCK)]
+            prev = end
+        return blocks
+
+    def regenerate(self) -> None:
+        """The vectors of the passages Qdrant already holds, generated again block by block exactly as they
+        were added (a block's vectors depend on its start and length)."""
+        blocks = self.held_blocks()
+        self.state["blocks"] = [list(b) for b in blocks]
+        self.parts = [synthetic_block(start, n, self.topics) for start, n in blocks]
 
     def save(self) -> None:
         tmp = self.state_path.with_suffix(".tmp")
@@ -394,7 +414,9 @@ class Synthetic:
             t0 = time.perf_counter()
             add_to_qdrant(self.qdrant, [f"p{start + i}" for i in range(len(lens))], v, lens)
             self.state["step_add_s"] += time.perf_counter() - t0
+            assert self.parts is not None
             self.parts.append((v, lens, own))
+            self.state["blocks"].append([start, len(lens)])
             self.state["qdrant_have"] = start + len(lens)
             self.save()
             logger.info("Qdrant: %d passages (%.0f s this step)", start + len(lens), self.state["step_add_s"])
@@ -417,7 +439,10 @@ class Synthetic:
         return plaid, build_s
 
     def measure(self, size: int, memory: MemoryWatch) -> dict[str, Any]:
+        if self.parts is None:
+            self.regenerate()
         self.grow_qdrant(size)
+        assert self.parts is not None
         vectors = np.concatenate([p[0] for p in self.parts])
         doclens = np.concatenate([p[1] for p in self.parts])
         tokens = int(doclens.sum())
@@ -446,8 +471,12 @@ class Synthetic:
         shutil.rmtree(self.work / f"plaid-{size}", ignore_errors=True)
         return row
 
-    def run(self, on_row: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    def run(self, on_row: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+        """Measure every size not measured yet, calling ``on_row(state)`` after each; when every size was
+        measured already (``--resume`` after a finished run), only ``on_row`` runs: the text is rendered again
+        from the saved rows, under the command that measured them."""
         rows = self.state["rows"]
+        measured = 0
         memory = MemoryWatch()
         try:
             for size in sorted(self.args.sizes):
@@ -457,11 +486,16 @@ class Synthetic:
                     raise SystemExit(f"size {size} is below the {self.state['qdrant_have']} passages already in "
                                      "Qdrant: run without --resume to start again")
                 memory.reset()
+                if self.args.resume and measured == 0 and rows:
+                    self.state.setdefault("continued_by", []).append(self.where)
                 rows.append(self.measure(size, memory))
+                measured += 1
                 self.state["step_add_s"] = 0.0
                 self.save()
                 print(synthetic_table(rows), flush=True)
-                on_row(rows)
+                on_row(self.state)
+            if measured == 0:
+                on_row(self.state)
         finally:
             memory.stop()
             self.qdrant.close()
@@ -471,8 +505,9 @@ class Synthetic:
 def synthetic_table(rows: list[dict[str, Any]]) -> str:
     gib = 1 << 30
     lines = ["| passages | tokens | PLAID nbits=2 build s | Qdrant add s (this step) | PLAID p50 / p95 ms | "
-             "Qdrant p50 / p95 ms | load avg (1 min) while timed | PLAID top-10 ∩ exact | Qdrant top-10 ∩ exact | "
-             "PLAID B/token | Qdrant B/token | peak RSS GiB | lowest MemAvailable GiB |",
+             "PLAID, 1 torch thread, p50 / p95 ms | Qdrant p50 / p95 ms | load avg (1 min) while timed | "
+             "PLAID top-10 ∩ exact | Qdrant top-10 ∩ exact | PLAID B/token | Qdrant B/token | peak RSS GiB | "
+             "lowest MemAvailable GiB |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['passages']:,} | {r['tokens']:,} | {r['plaid_build_s']:.0f} | {r['qdrant_add_s']:.0f} | "
@@ -510,7 +545,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000, 200_000])
     ap.add_argument("--synthetic-queries", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    ap.add_argument("--no-write", action="store_true",
+                    help="print only: leave RESULTS.md and the parts kept for it alone (part 2 then works in "
+                         "benchmarks/cache/qdrant/synthetic-no-write/)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
@@ -534,25 +571,28 @@ def main() -> None:
             f"Latency side by side: the same {args.latency_queries} queries, each sent to every index in turn "
             "(so that all see the same load), k=10, one query per call:\n", latency + "\n"]))
     if not args.skip_synthetic:
-        sizes = sorted(args.sizes)
+        def on_row(state: dict[str, Any]) -> None:
+            text = synthetic_text(args, state)
+            if args.no_write:
+                print(text, flush=True)
+            else:
+                save_part("synthetic", text)
+                write_results(args)
 
-        def on_row(rows: list[dict[str, Any]]) -> None:
-            done = len(rows) == len(sizes)
-            save_part("synthetic", synthetic_text(args, where, rows, done))
-            write_results(args)
-
-        Synthetic(args).run(on_row)
+        Synthetic(args, where).run(on_row)
     else:
         write_results(args)
 
 
-def synthetic_text(args: argparse.Namespace, where: str, rows: list[dict[str, Any]], done: bool) -> str:
-    progress = "" if done else (f"**Run in progress:** {len(rows)} of {len(args.sizes)} sizes measured so far; "
-                                "this section is rewritten after each size.\n")
-    resumed = (" (with `--resume`: an interrupted run was continued; the build and add seconds of a step "
-               "that was cut short are summed over both runs)") if args.resume else ""
+def synthetic_text(args: argparse.Namespace, state: dict[str, Any]) -> str:
+    rows = state["rows"]
+    done = {r["passages"] for r in rows} >= set(args.sizes)
+    progress = "" if done else (f"**Run in progress:** {len(rows)} of {len(set(args.sizes))} sizes measured so "
+                                "far; this section is rewritten after each size.\n")
+    resumed = "".join(f"\n\nContinued after an interruption by {w} (the build and add seconds of a step that was "
+                      "cut short are summed over both runs)." for w in state.get("continued_by", []))
     return "\n".join([
-        "### Synthetic growth: p50 latency against collection size\n", where + resumed + "\n", progress,
+        "### Synthetic growth: p50 latency against collection size\n", state["where"] + resumed + "\n", progress,
         f"Clustered random token vectors, dim {SYN_DIM}, 20-40 tokens per passage, {args.synthetic_queries} "
         "queries of 32 tokens; k=10, one query per call. PLAID nbits=2 is built for each size; the embedded "
         "Qdrant index (float16, candidates=200) grows by adding the new passages (`upsert_documents` of "

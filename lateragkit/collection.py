@@ -40,6 +40,7 @@ from .bm25 import Bm25Config
 from .exceptions import CorruptIndexError, IndexNotFoundError, LateragkitError, ModelMismatchError
 from .index import PassageIndex, build_index, load_index
 from .index.storage import CURRENT, VersionedDir, read_json, write_json
+from .splitting import Passage
 from .store import PassageStore
 
 logger = logging.getLogger(__name__)
@@ -313,6 +314,26 @@ class Transaction:
         self.index = index
         base.store.relink(self.staging / PassageStore.DIRNAME, is_live=index.is_live, compact=True)
         base.meta.touched().write(self.staging)
+
+    def rebuild(self, encode: Callable[[list[Any]], Iterable[tuple[Any, Any]]], **index_options: Any) -> int:
+        """Every live passage of the base, re-encoded by ``encode`` (passages → vector batches), into a new
+        index of the same kind and width: a PLAID codec trained afresh on all of them, as a fresh build of
+        these passages would have. Passage and document ids, offsets, metadata and the BM25 settings are
+        kept; passages are numbered anew in their current order. Returns the number of passages."""
+        base = self._require_base()
+        pids = base.index.live_pids()
+        stored = base.store.get(int(p) for p in pids)
+        passages = [
+            Passage(s.passage_id, s.document_id, s.content, s.start_char, s.end_char, s.document_metadata)
+            for s in (stored[int(p)] for p in pids)
+        ]
+        if not passages:
+            raise ValueError(f"the index at {self.collection.path} holds no passage to retrain on; add documents first")
+        metadata = {p.document_id: p.metadata for p in passages}
+        nbits = getattr(base.index, "nbits", None)
+        self.build(encode(passages), passages, metadata, base.meta, bm25=base.store.bm25_config,
+                   index_type=base.meta.index_type, nbits=nbits, **index_options)
+        return len(passages)
 
     def record_qdrant(self, meta: IndexMeta, location: Mapping[str, Any]) -> str:
         """Commit a Qdrant-backed index: the version holds only its metadata and where its points live

@@ -14,6 +14,7 @@ searches see them at once (see :mod:`lateragkit.qdrant_collection`).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from . import qdrant_collection, scoring
 from .bm25 import Bm25Config
 from .collection import Collection, IndexMeta, ModelRecord, Snapshot, Transaction, check_model_matches
-from .exceptions import IndexExistsError, IndexNotFoundError, LateragkitError
+from .exceptions import IndexExistsError, IndexNotFoundError, LateragkitError, ModelMismatchError
 from .index import PassageIndex
 from .models import ColBERTEncoder, load_encoder
 from .qdrant import QdrantOptions
@@ -346,17 +347,42 @@ class RAGPretrainedModel:
 
         self._write(name, delete)
 
-    def compact(self, index_name: str | None = None) -> None:
+    def compact(self, index_name: str | None = None, retrain: bool = False,
+                bsize: int | Literal["auto"] = 32) -> None:
         """Merge the index's segments into one and drop deleted passages; every passage keeps its id.
 
         Adds and deletes stay cheap without it (small segments are merged automatically); call it to
-        reclaim the space of deleted passages or before publishing an index. A Qdrant-backed index needs
-        no compaction (Qdrant merges its segments and drops deleted points itself): a no-op there."""
+        reclaim the space of deleted passages or before publishing an index. Adds compress new passages
+        with the PLAID centroids of the first build, so an index that grew a lot searches as well as one
+        built with those centroids, not as well as a fresh build: ``retrain=True`` re-encodes every live
+        passage with this model and trains the compression afresh (what a rebuild costs, O(index)),
+        keeping passage and document ids, offsets and metadata. A Qdrant-backed index needs no compaction
+        (Qdrant merges its segments and drops deleted points itself): a no-op there."""
         name = self._index_name(index_name)
         if isinstance(self._snapshot(name), QdrantSnapshot):
             logger.info("compact(): %s is Qdrant-backed; Qdrant optimizes its segments itself", self.index_root / name)
             return
-        self._write(name, lambda txn: txn.compact())
+        if not isinstance(retrain, bool):
+            raise TypeError(f"retrain must be True or False, not {retrain!r}")
+        if not retrain:
+            self._write(name, lambda txn: txn.compact())
+            return
+        batch = check_bsize(bsize)
+        settings = _encoding_settings(self.encoder.settings())
+
+        def rebuild(txn: Transaction) -> int:
+            base = txn._require_base()
+            if base.meta.model.settings and _encoding_settings(base.meta.model.settings) != settings:
+                raise ModelMismatchError(
+                    f"compact(retrain=True) re-encodes every passage with this model ({self.model_name!r}), but the "
+                    f"index at {txn.collection.path} was built with {base.meta.model.name_or_path!r} and other "
+                    "settings; open it with RAGPretrainedModel.from_index() to retrain it with its own model"
+                )
+            doc_maxlen = base.meta.max_document_length
+            return txn.rebuild(lambda ps: self._encode_stream(ps, batch, doc_maxlen), show_progress=bool(self.verbose))
+
+        n = self._write(name, rebuild)
+        logger.info("retrained %s on its %d passages", self.index_root / name, n)
 
     # ---------------------------------------------------------------------------------------------
     # search
@@ -782,6 +808,13 @@ def _search_rows(scored: Scored, first_rank: int) -> list[list[SearchResult]]:
             rows.append(row)
         results.append(rows)
     return results
+
+
+def _encoding_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A model's recorded settings as stored (JSON), less where the model was loaded from."""
+    out = dict(json.loads(json.dumps(settings, default=str)))
+    out.pop("name_or_path", None)
+    return out
 
 
 def _resolve_index_type(index_type: str, qdrant: Any, options: Any, nbits: int | None) -> str:

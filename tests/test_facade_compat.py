@@ -179,3 +179,59 @@ def test_framework_retrievers_take_the_search_mode(rag):
     assert [d.metadata["passage_id"] for d in docs] == want
     nodes = rag.as_llama_index_retriever(similarity_top_k=2, mode="bm25", index_name="compat").retrieve("river Egypt")
     assert [n.node.metadata["passage_id"] for n in nodes] == want
+
+
+def _adi_documents() -> tuple[list[str], list[str]]:
+    from lateragkit.evaluation import corpus_text, load_beir
+
+    from .conftest import data_dir
+
+    corpus = load_beir(data_dir("adi"), split="test")[0]
+    ids = sorted(corpus, key=int)
+    return [corpus_text(corpus[i]) for i in ids], ids
+
+
+def test_compact_retrain_equals_a_fresh_build_of_the_same_passages(tmp_path):
+    """An index grown by adds keeps the codec of its first build; compact(retrain=True) re-encodes the live
+    passages and trains a new one: it then ranks exactly as a fresh build of those passages, ids and
+    metadata kept."""
+    texts, ids = _adi_documents()
+    metas = [{"n": int(i)} for i in ids]
+    rag = RAGPretrainedModel.from_pretrained(minilm_path(), index_root=tmp_path, verbose=0, device="cpu")
+    base = 50
+    rag.index(texts[:base], document_ids=ids[:base], document_metadatas=metas[:base], index_name="grown",
+              index_type="plaid")
+    for a in range(base, len(texts), 8):
+        rag.add_to_index(texts[a : a + 8], new_document_ids=ids[a : a + 8], new_document_metadatas=metas[a : a + 8],
+                         index_name="grown")
+    rag.delete_from_index([ids[3], ids[60]], index_name="grown")
+    before = Collection(tmp_path / "grown").info()
+    assert before["segments"] > 1
+    rag.compact("grown", retrain=True)
+    keep = [i for i in range(len(texts)) if i not in (3, 60)]
+    rag.index([texts[i] for i in keep], document_ids=[ids[i] for i in keep],
+              document_metadatas=[metas[i] for i in keep], index_name="fresh", index_type="plaid")
+    queries = ["computer based information retrieval", "indexing of documents by keywords", "library automation"]
+
+    def rows(name: str) -> list[list[tuple[str, str, dict, float]]]:
+        return [[(r["passage_id"], r["document_id"], r["document_metadata"], round(r["score"], 4)) for r in hits]
+                for hits in rag.search(queries, index_name=name, k=15)]
+
+    assert rows("grown") == rows("fresh")
+    grown, fresh = Collection(tmp_path / "grown").info(), Collection(tmp_path / "fresh").info()
+    assert grown["segments"] == 1 and grown["passages"] == fresh["passages"] == before["passages"]
+    assert grown["backend"]["num_centroids"] == fresh["backend"]["num_centroids"]
+    assert grown["backend"]["deleted"] == 0
+    # a later add lands on the retrained index as on any other
+    rag.add_to_index(["Automatic abstracting of technical papers."], new_document_ids=["new"], index_name="grown")
+    assert rag.search("automatic abstracting", index_name="grown", k=1)[0]["document_id"] == "new"
+
+
+def test_compact_retrain_refuses_another_model(rag, monkeypatch):
+    rag.index(DOCS, document_ids=IDS, index_name="retrain_other")
+    settings = dict(rag.encoder.settings(), query_maxlen=7)
+    monkeypatch.setattr(rag.encoder, "settings", lambda: settings)
+    with pytest.raises(ModelMismatchError, match="from_index"):
+        rag.compact("retrain_other", retrain=True)
+    with pytest.raises(TypeError, match="retrain"):
+        rag.compact("retrain_other", retrain="yes")
