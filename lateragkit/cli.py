@@ -6,6 +6,7 @@
     lateragkit search my-docs "how do I reset it?" -k 5 [--mode late|bm25|hybrid]
     lateragkit list / lateragkit info my-docs         # what the indexes hold
     lateragkit compact my-docs                        # merge segments, drop deleted rows (ids kept)
+    lateragkit compact my-docs --retrain              # ... and re-encode + retrain the PLAID codec
     lateragkit serve my-docs [--port 8000]            # HTTP search service (pip install "lateragkit[serve]")
     lateragkit eval ../shared/data/scifact            # exhaustive MaxSim vs the index: nDCG, recall, latency
 
@@ -451,9 +452,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
     rag = RAGPretrainedModel.from_index(path, device=args.device, verbose=0 if args.quiet else 1,
                                         **_qdrant_open_kwargs(args, path))
     t0 = time.perf_counter()
-    rag.compact()
+    rag.compact(retrain=args.retrain)
     after = _index_info(path)
-    _out(f"Compacted {path} in {time.perf_counter() - t0:.1f} s")
+    _out(f"{'Retrained' if args.retrain else 'Compacted'} {path} in {time.perf_counter() - t0:.1f} s")
     keys = [k for k in ("segments", "passages", "documents") if k in before or k in after]
     _out(markdown_table(["", "before", "after"], [[k, before.get(k, "?"), after.get(k, "?")] for k in keys]))
     return 0
@@ -721,6 +722,9 @@ def _add_index_commands(sub: Any, p: dict[str, argparse.ArgumentParser]) -> None
                        description="Rewrite an index as one segment without deleted rows; passage ids are kept. "
                                    "Safe while other processes search it.")
     c.add_argument("index", help="index name or index folder")
+    c.add_argument("--retrain", action="store_true",
+                   help="also re-encode every passage with the index's model and retrain the compression "
+                        "(what a rebuild costs; best quality after much growth)")
     c.set_defaults(func=cmd_compact)
 
 

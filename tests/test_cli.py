@@ -265,6 +265,12 @@ def test_compact(minilm: str, adi: Path, tmp_path: Path) -> None:
     assert [(r["passage_id"], r["content"]) for r in reopened.search(query, k=10)] == before  # ids kept
     code, _, err = run_cli("compact", "missing", "--index-root", root)
     assert code == 1 and "no index 'missing'" in err
+    code, out, err = run_cli("compact", "c", "--retrain", "--index-root", root, "-q")
+    assert code == 0 and "Retrained" in out, err
+    table = {r[0]: r[1:] for r in table_rows(out)}
+    assert table["documents"] == ["35", "35"] and table["segments"] == ["1", "1"]
+    retrained = RAGPretrainedModel.from_index(root / "c", verbose=0)
+    assert [r["passage_id"] for r in retrained.search(query, k=10)][:3] == [p for p, _ in before][:3]
 
 
 # ---------------------------------------------------------------------------------------------- Qdrant backend

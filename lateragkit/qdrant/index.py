@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..exceptions import CorruptIndexError
+from ..validation import check_k, check_positive_int
 from .engine import FORMAT_VERSION, Engine, Match, PointData, QueryData
 from .location import QdrantLocation
 from .options import QdrantOptions, SearchPlan
@@ -118,8 +119,7 @@ class QdrantIndex:
     @classmethod
     def create(cls, location: QdrantLocation, *, dim: int, options: QdrantOptions | None = None) -> QdrantIndex:
         """Create an empty index at ``location`` (`IndexExistsError` if something is there already)."""
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        dim = check_positive_int(dim, "dim")
         options = QdrantOptions() if options is None else options
         if not isinstance(options, QdrantOptions):
             raise TypeError(f"options must be a QdrantOptions, not {type(options).__name__}")
@@ -276,8 +276,7 @@ class QdrantIndex:
         passages match). ``params``: ``candidates`` (first-stage size, default ``options.candidates``),
         ``hnsw_ef`` (HNSW ef of the first stage), ``exact`` (True: score every matching passage)."""
         engine = self._check_open()
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        k = check_k(k)
         plan = SearchPlan.resolve(self.options, k, params)
         queries = self._query_tokens(Q, Q_mask)
         conditions: list[Match] = []

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..validation import check_positive_int
+
 __all__ = ["QdrantLocation", "API_KEY_ENV"]
 
 API_KEY_ENV = "QDRANT_API_KEY"
@@ -23,11 +25,7 @@ DEFAULT_COLLECTION = "lateragkit"
 
 
 def _positive_or_none(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-    return value
+    return None if value is None else check_positive_int(value, name)
 
 
 @dataclass(frozen=True)

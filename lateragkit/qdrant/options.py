@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..validation import check_positive_int
+
 __all__ = ["QdrantOptions", "SearchPlan", "SEARCH_PARAMS", "DATATYPES", "QUANTIZATIONS"]
 
 DATATYPES = ("float16", "float32")
@@ -22,9 +24,7 @@ SEARCH_PARAMS = ("candidates", "hnsw_ef", "exact")
 
 
 def _int_at_least(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+    return check_positive_int(value, name, minimum=low)
 
 
 @dataclass(frozen=True)
