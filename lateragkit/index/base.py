@@ -462,8 +462,9 @@ class PassageIndex:
             "compact it (RAG.compact() / `lateragkit compact`) to drop deleted rows%s. "
             "This warning is given once until the next compaction.",
             100 * churn,
-            ", and rebuild it for best search quality: the compression centroids were trained on the "
-            "original passages" if meta.codec is not None else " or rebuild it",
+            ", and retrain it for best search quality (RAG.compact(retrain=True) / `lateragkit compact "
+            "--retrain`): the compression centroids were trained on the original passages"
+            if meta.codec is not None else " or rebuild it",
         )
         return meta.replace(churn_warned=True)
 
