@@ -129,10 +129,10 @@ def test_churn_warning_is_given_once_per_build_or_compaction(coll: dict, tmp_pat
     small = int(lens[600:630].sum())
     with caplog.at_level(logging.WARNING, logger="lateragkit.index"):
         index, _ = index.add(tmp_path / "b", [(v[split : split + small], lens[600:630])])  # 5 %
-        assert "rebuild" not in caplog.text
+        assert "retrain" not in caplog.text
         index = index.delete(tmp_path / "c", np.arange(40))  # 5 % + 6.7 %: crosses 10 %
         assert caplog.text.count("changed since it was built") == 1
-        assert "compact" in caplog.text and "rebuild" in caplog.text
+        assert "compact" in caplog.text and "compact(retrain=True)" in caplog.text
         index = index.delete(tmp_path / "d", np.arange(40, 60))  # still above: not repeated
         index, _ = index.add(tmp_path / "e", [(v[:10], np.array([10]))])
         assert caplog.text.count("changed since it was built") == 1
