@@ -343,7 +343,8 @@ def main() -> None:
         "(K × dim × 2 bytes, a fixed cost whose share falls as 1/sqrt(tokens)). K is colbert-ai's "
         "2^floor(log2(16·sqrt(tokens))): with a quarter of it the table costs 2.5 instead of 10 B/token here, but "
         "at the default search parameters nDCG@10 drops by 0.014 (0.7042 vs 0.7186), and ndocs=512 is needed to "
-        "get most of it back (0.7150 at 84 ms p50 vs 34 ms) — measured with `build_index(num_centroids=4096)`."
+        "get most of it back (0.7150 at 84 ms p50 vs 34 ms) — measured once with `build_index(num_centroids=4096)` "
+        "on an earlier encoding of these passages (where the default K gave 0.7186), not by this script."
     ]
     if len(seed_ndcgs) > 1:
         notes.append(
