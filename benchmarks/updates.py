@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -329,24 +330,6 @@ def scifact_report(args: argparse.Namespace, ndcg: dict[str, list[list[float]]],
 
 
 # --------------------------------------------------------------------------------------------------
-def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's ``## Updates`` section of RESULTS.md; other sections stay."""
-    lines = RESULTS.read_text(encoding="utf-8").splitlines() if RESULTS.exists() else ["# Benchmark results"]
-    out, skipping, replaced = [], False, False
-    for line in lines:
-        if line.strip() == SECTION:
-            skipping, replaced = True, True
-            out.extend(text.rstrip("\n").splitlines())
-            continue
-        if skipping and line.startswith("## "):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    if not replaced:
-        out.extend(["", *text.rstrip("\n").splitlines()])
-    RESULTS.write_text("\n".join(out).rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 50000])
@@ -388,7 +371,7 @@ def main() -> None:
         text += f"\n{part2[0]}\n\n" + "\n".join(part2[1]) + "\n"
         print("\n" + part2[0] + "\n\n" + "\n".join(part2[1]), flush=True)
     if not args.no_write:
-        write_section(text)
+        results_file.write_section(SECTION, text, RESULTS)
         print(f"\nwrote {RESULTS} ({SECTION})")
 
 

