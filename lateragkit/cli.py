@@ -236,6 +236,11 @@ def _flags(dests: Sequence[str]) -> str:
     return ", ".join(_flag(d) for d in dests) + (" applies" if len(dests) == 1 else " apply")
 
 
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a ``--qdrant-url`` (None: nothing), checked before any model loads."""
+    return None if "://" in url else f"--qdrant-url must look like http://localhost:6333, got {url!r}"
+
+
 def _check_qdrant_usage(args: argparse.Namespace) -> None:
     """Qdrant flags of ``index``/``eval`` checked before any model loads (bad usage: the command's usage and
     exit status 2). Any of them with ``--index-type auto`` chooses Qdrant; with ``plaid``/``exact`` they are
@@ -255,8 +260,8 @@ def _check_qdrant_usage(args: argparse.Namespace) -> None:
     if server_only and args.qdrant_url is None:
         parser.error(f"{_flags(server_only)} to a Qdrant server: add --qdrant-url "
                      "(without it the index uses an embedded engine inside its folder)")
-    if args.qdrant_url is not None and "://" not in args.qdrant_url:
-        parser.error(f"--qdrant-url must look like http://localhost:6333, got {args.qdrant_url!r}")
+    if args.qdrant_url is not None and (problem := _url_problem(args.qdrant_url)):
+        parser.error(problem)
     if args.nbits is not None:
         parser.error("--nbits applies to PLAID indexes, not --index-type qdrant (Qdrant stores the vectors as "
                      "float16; --qdrant-quantization int8 adds int8 copies)")
@@ -301,8 +306,8 @@ def _qdrant_open_kwargs(args: argparse.Namespace, path: Path) -> dict[str, Any]:
                        "--qdrant-api-key apply to an index on a Qdrant server")
     data = dict(record)
     if args.qdrant_url is not None:
-        if "://" not in args.qdrant_url:
-            raise CLIError(f"--qdrant-url must look like http://localhost:6333, got {args.qdrant_url!r}")
+        if problem := _url_problem(args.qdrant_url):
+            raise CLIError(problem)
         data["url"] = args.qdrant_url
     if "url" not in data:
         raise CLIError(f"{path} was built through a QdrantClient object, which is not stored: pass --qdrant-url")
