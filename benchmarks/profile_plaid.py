@@ -1,30 +1,35 @@
-"""Stage-by-stage time of lateragkit's PLAID search on SciFact, and the exact stage with a lookup table.
+"""Stage-by-stage time of lateragkit's PLAID search on SciFact, and its exact stage against decompression.
 
     python benchmarks/profile_plaid.py                      # SciFact, one torch thread, 100 queries
     python benchmarks/profile_plaid.py --queries 300 --threads 1
+    python benchmarks/profile_plaid.py --baseline /tmp/old  # beside the stages of an older checkout
 
 Builds (once, then reuses) a PLAID nbits=2 index of the cached SciFact MiniLM vectors with the public
 `build_index` / `load_index` (cache: ``benchmarks/cache/profile/``), then searches one query at a time at
 k=10 and k=100 with the default parameters and times each stage:
 
   centroid scores · candidate generation (IVF probe) · pruned centroid interaction · full centroid
-  interaction · decompression · exact MaxSim · top-k · other (what no stage accounts for)
+  interaction · token gathering · residual scoring · decompression · exact MaxSim · top-k · other (what no
+  stage accounts for)
 
 The stages are found from outside, by introspection: every function or method of ``lateragkit.index.*`` and
 ``lateragkit.scoring`` whose name matches a stage pattern (``STAGES``) is wrapped with a timer (plus
 ``torch.topk``). Each stage gets the time spent in its functions minus the time of wrapped functions they
-call (exclusive time), so nested stages are not counted twice and the stage times add up to the search time.
-The script prints which functions it wrapped; a stage no function matches shows as "not found" (its time
-then lands in "other"). The query-centroid GEMM is inline in the search method today: it is timed apart on
-the same shapes and taken out of "other".
+call (exclusive time), so nested stages are not counted twice and the stage times add up to the search time;
+a function no pattern matches (``scoring.segment_max``, ``ResidualCodec.residuals``) counts in the stage of
+its caller. The script prints which functions it wrapped; a stage no function matches shows as "—" (its time
+then lands in its caller's stage or in "other"). The query-centroid GEMM is inline in the search method
+today: it is timed apart on the same shapes and taken out of "other".
 
-Second part: the exact stage on the same candidate passages (captured from the decompression calls of the
-search) computed four ways: decompression of all candidates at once + `scoring.maxsim` (the stage before
-0.3: one pass over ~100 MB at k=100), the search's own exact stage (`PlaidSearch._exact_scores`: cache-sized
-blocks), the lookup-table kernel (`lateragkit.index.lut`) with the per-token norms computed in the call, and
-with them known beforehand (as if stored at build time). Also a batch: the queries' exact stages one by one vs
-one `lut_maxsim_pairs` call vs the search's shared exact stage; and whole k=100 searches, one call per query
-vs one batched call (``--rates``).
+Second part: the exact stage on the same candidate passages (each query's ``cands``, captured from the
+search's `PlaidSearch._exact_scores` call) computed two ways: `decompress_rows` of all candidates at once +
+`scoring.maxsim` (the stage before: one pass over ~100 MB at k=100), and the search's own exact stage
+(`PlaidSearch._exact_scores`: cache-sized token blocks scored from the residuals, no decompression). Also a
+batch: the queries' exact stages one `_exact_scores` call at a time vs one call for all of them; and whole
+k=100 searches, one call per query vs one batched call (``--rates``).
+
+``--baseline DIR`` profiles the stages of the lateragkit package in ``DIR`` (an earlier checkout) first, in a
+subprocess, with the same wrapping code: a function one package lacks is simply not wrapped there.
 
 Prints the tables and writes them under ``## PLAID profile`` in ``benchmarks/RESULTS.md``.
 """
@@ -61,21 +66,24 @@ import results_file  # noqa: E402
 import search as search_bench  # noqa: E402
 
 from lateragkit import scoring  # noqa: E402
-from lateragkit.index import build_index, load_index, lut  # noqa: E402
+from lateragkit.index import build_index, load_index  # noqa: E402
 
 SECTION = "## PLAID profile"
 CACHE = HERE / "cache" / "profile"
 REPEATS = 3  # default runs of each exact-stage variant; the fastest counts
+CAPTURED_ARG = "cands"  # the argument of the exact stage (`_exact_scores`) holding each query's candidate rows
 
-# (stage, pattern on the function's name): the first match wins
+# (stage, pattern on the function's name): the first match wins; also the order of the stage table
 STAGES: list[tuple[str, str]] = [
     ("centroid scores", r"centroid_scores|score_centroids|query_centroids"),
+    ("candidate generation", r"^_?candidates$|^_?probe$|candidate_gen|ivf_probe|ivf_lookup"),
     ("pruned interaction", r"pruned"),
     ("full centroid interaction", r"centroid_interaction|full_interaction"),
+    ("token gathering", r"^_?token_block$"),
+    ("residual scoring", r"^token_scores$"),
     ("decompression", r"decompress"),
-    ("exact MaxSim", r"^maxsim$|exact_scores|^_?exact_stage$|^_?exact$"),
+    ("exact MaxSim", r"^maxsim$|exact_scores|pair_scores|^_?exact_stage$|^_?exact$"),
     ("top-k", r"^topk$|^_results$|^_?top_k$"),
-    ("candidate generation", r"^_?candidates$|^_?probe$|candidate_gen|ivf_probe|ivf_lookup"),
 ]
 STAGE_NAMES = [s for s, _ in STAGES] + ["other"]
 
@@ -84,8 +92,8 @@ STAGE_NAMES = [s for s, _ in STAGES] + ["other"]
 # instrumentation
 # --------------------------------------------------------------------------------------------------
 class StageTimer:
-    """Exclusive wall time per stage of wrapped functions; records the ``rows`` argument of the
-    decompression functions (the passages that reach the exact stage)."""
+    """Exclusive wall time per stage of wrapped functions; records the candidate rows (``CAPTURED_ARG``) of
+    the exact-stage functions that take them (the passages that reach the exact stage)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -94,7 +102,6 @@ class StageTimer:
         self.captured_rows: list[torch.Tensor] = []
         self.stages_found: set[str] = set()
         self._stack: list[float] = []
-        self._active: list[str] = []
         self._undo: list[tuple[Any, str, Any]] = []
 
     def reset(self) -> None:
@@ -105,37 +112,38 @@ class StageTimer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _capture(self, args: tuple, kwargs: dict[str, Any], at: int) -> None:
+        """Keep the candidate rows passed to an exact-stage function (argument ``at``), outside nested calls."""
+        cands = kwargs.get(CAPTURED_ARG, args[at] if len(args) > at else None)
+        rows = [torch.as_tensor(c).reshape(-1).cpu() for c in cands or () if c is not None]
+        if rows and not self._stack:
+            self.captured_rows.append(torch.cat(rows))
+
     def wrap(self, fn: Callable[..., Any], stage: str) -> Callable[..., Any]:
         try:
-            takes_rows = "rows" in inspect.signature(fn).parameters
+            params = list(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
-            takes_rows = False
+            params = []
+        at = params.index(CAPTURED_ARG) if stage == "exact MaxSim" and CAPTURED_ARG in params else None
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if takes_rows and stage == "decompression" and not self._stack_has_decompression():
-                rows = kwargs.get("rows", args[1] if len(args) > 1 else None)
-                if rows is not None:
-                    self.captured_rows.append(torch.as_tensor(rows).reshape(-1).cpu())
+            if at is not None:
+                self._capture(args, kwargs, at)
             self._sync()
             self._stack.append(0.0)
-            self._active.append(stage)
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self._sync()
                 elapsed = time.perf_counter() - t0
-                self._active.pop()
                 child = self._stack.pop()
                 self.totals[stage] += elapsed - child
                 if self._stack:
                     self._stack[-1] += elapsed
 
         return timed
-
-    def _stack_has_decompression(self) -> bool:
-        return "decompression" in self._active
 
     def patch(self, owner: Any, name: str, stage: str, label: str) -> None:
         original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
@@ -185,40 +193,13 @@ def instrument(timer: StageTimer) -> None:
             elif inspect.isfunction(obj) and obj.__module__ == module.__name__ and id(obj) not in done:
                 done.add(id(obj))
                 stage = stage_of(name)
-                if stage is None or module is lut:
+                if stage is None:
                     continue
                 for other in modules.values():  # every module that bound it by `from ... import`
                     for alias, value in list(vars(other).items()):
                         if value is obj:
                             timer.patch(other, alias, stage, f"{obj.__module__}.{name} (in {other.__name__})")
     timer.patch(torch, "topk", "top-k", "torch.topk")
-
-
-# --------------------------------------------------------------------------------------------------
-# index access for the exact-stage comparison (both the single-array and the segmented layouts)
-# --------------------------------------------------------------------------------------------------
-def _take(array: Any, tok: torch.Tensor) -> torch.Tensor:
-    if isinstance(array, torch.Tensor):
-        return array[tok.to(array.device)]
-    if hasattr(array, "take"):
-        return array.take(tok)
-    return torch.from_numpy(np.asarray(array[tok.numpy()]))
-
-
-def compressed_rows(index: Any, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`(codes, residuals, doclens)` of the passages at ``rows``, read through the index's attributes."""
-    codes = getattr(index, "_codes", None)
-    residuals = getattr(index, "_residuals", None)
-    offsets = getattr(index, "_tok_offsets", None)
-    doclens = getattr(index, "_doclens", None)
-    if codes is None or residuals is None or offsets is None or doclens is None:
-        raise AttributeError("the index has no _codes/_residuals/_tok_offsets/_doclens: update compressed_rows()")
-    rows = rows.to(offsets.device).long()
-    lens = doclens[rows].cpu()
-    starts = offsets[rows].cpu()
-    seg = torch.repeat_interleave(torch.arange(lens.numel()), lens)
-    tok = torch.arange(seg.numel()) - (torch.cumsum(lens, 0) - lens)[seg] + starts[seg]
-    return _take(codes, tok), _take(residuals, tok), lens
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,17 +215,15 @@ def best_of(runs: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> flo
     return best
 
 
-def profile_k(index: Any, data: dict[str, Any], k: int, n_queries: int, timer: StageTimer,
-              repeats: int, exact_ways: bool = True) -> dict[str, Any]:
-    """Per-stage mean ms over ``n_queries`` single-query searches, and the exact-stage comparison."""
+def profile_k(index: Any, data: dict[str, Any], k: int, n_queries: int, timer: StageTimer) -> dict[str, Any]:
+    """Per-stage mean ms over ``n_queries`` single-query searches, and each query's candidate rows (the ``cands``
+    its exact stage got: ``captured``, `(query, rows)` pairs)."""
     Q, M = data["Q"], data["Q_mask"]
     lengths = M.sum(1).tolist()
     codec = index.codec
-    stage_ms: dict[str, float] = defaultdict(float)
+    stage_ms: dict[str, float] = dict.fromkeys(sorted(timer.stages_found), 0.0)
     totals, gemm_ms = [], 0.0
-    exact: dict[str, float] = defaultdict(float)
-    per_query: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    max_diff = 0.0
+    captured: list[tuple[int, torch.Tensor]] = []
     for i in range(n_queries):
         q, m = Q[i : i + 1, : lengths[i]], M[i : i + 1, : lengths[i]]
         timer.reset()
@@ -253,13 +232,8 @@ def profile_k(index: Any, data: dict[str, Any], k: int, n_queries: int, timer: S
             stage_ms[stage] += 1000 * sec
         qs = q[m].to(codec.device, codec.dtype)
         gemm_ms += 1000 * best_of(3, torch.matmul, qs, codec.centroids.T)
-        if not timer.captured_rows or not exact_ways:
-            continue
-        rows = torch.cat(timer.captured_rows)
-        codes, residuals, lens = compressed_rows(index, rows)
-        per_query.append((rows, codes, residuals, lens))
-        diff = compare_exact(index, q, m, rows, codes, residuals, lens, exact, repeats)
-        max_diff = max(max_diff, diff)
+        if timer.captured_rows:
+            captured.append((i, torch.cat(timer.captured_rows)))
     n = max(1, n_queries)
     stage_ms = {s: v / n for s, v in stage_ms.items()}
     total_ms = 1000 * float(np.mean(totals))
@@ -272,76 +246,78 @@ def profile_k(index: Any, data: dict[str, Any], k: int, n_queries: int, timer: S
         "total_ms": total_ms,
         "p50_ms": 1000 * float(np.percentile(totals, 50)),
         "stages": stage_ms,
-        "exact": {name: v / max(1, len(per_query)) for name, v in exact.items()},
-        "exact_queries": len(per_query),
-        "passages": float(np.mean([r.numel() for r, *_ in per_query])) if per_query else 0.0,
-        "tokens": float(np.mean([c.numel() for _, c, _, _ in per_query])) if per_query else 0.0,
+        "captured": captured,
+    }
+
+
+def scored_tokens(index: Any, data: dict[str, Any], i: int) -> torch.Tensor:
+    """The scored tokens of query ``i`` as the search holds them (`[T, dim]`, the codec's device and dtype)."""
+    return data["Q"][i][data["Q_mask"][i]].to(index.codec.device, index.codec.dtype)
+
+
+def decompress_maxsim(index: Any, q: torch.Tensor, m: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The exact stage before: every candidate decompressed at once (`decompress_rows`), then `scoring.maxsim`."""
+    vecs, lens = index.decompress_rows(rows)
+    return scoring.maxsim(q, m, vecs, lens)[0]
+
+
+def search_exact(index: Any, qs: torch.Tensor, S: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The exact stage as `search` runs it (`PlaidSearch._exact_scores`: token blocks, residual scores, segmented
+    maximum), one query; ``S``: its centroid scores (computed by the search before this stage)."""
+    return index._exact_scores(qs, S, [0, int(qs.shape[0])], [rows])[0]
+
+
+def exact_ways(index: Any, data: dict[str, Any], result: dict[str, Any], repeats: int) -> None:
+    """The exact stage of each query of ``result`` on its captured candidates, both ways (fastest of ``repeats``
+    runs each): mean ms per way, passages and tokens per query, largest score difference; added to ``result``."""
+    Q, M = data["Q"], data["Q_mask"]
+    acc: dict[str, float] = defaultdict(float)
+    max_diff, tokens = 0.0, []
+    for i, rows in result["captured"]:
+        rows = rows.to(index.device)
+        qs = scored_tokens(index, data, i)
+        lq = int(qs.shape[0])
+        ways = {
+            "decompress + MaxSim": functools.partial(decompress_maxsim, index, Q[i : i + 1, :lq], M[i : i + 1, :lq],
+                                                     rows),
+            "search's exact stage": functools.partial(search_exact, index, qs, qs @ index.codec.centroids.T, rows),
+        }
+        outs = {}
+        for name, fn in ways.items():
+            acc[name] += 1000 * best_of(repeats, fn)
+            outs[name] = fn().float().cpu()
+        max_diff = max(max_diff, float((outs["search's exact stage"] - outs["decompress + MaxSim"]).abs().max()))
+        tokens.append(int(index._doclens[rows].sum()))
+    n = len(result["captured"])
+    result.update({
+        "exact": {name: v / max(1, n) for name, v in acc.items()},
+        "exact_queries": n,
+        "passages": float(np.mean([r.numel() for _, r in result["captured"]])) if n else 0.0,
+        "tokens": float(np.mean(tokens)) if n else 0.0,
         "max_diff": max_diff,
-        "captured": per_query,
-    }
-
-
-def decompress_maxsim(codec: Any, q: torch.Tensor, m: torch.Tensor, codes: torch.Tensor, residuals: torch.Tensor,
-                      lens: torch.Tensor) -> torch.Tensor:
-    """Today's exact stage: decompress, then `scoring.maxsim`."""
-    return scoring.maxsim(q, m, codec.decompress(codes, residuals), lens)
-
-
-def search_exact(index: Any, qs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """The exact stage as `search` runs it (blocked decompression + GEMM + segmented maximum), one query."""
-    return index._exact_scores(qs.to(index.codec.dtype), [0, int(qs.shape[0])], [rows])[0][None]
-
-
-def compare_exact(index: Any, q: torch.Tensor, m: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
-                  residuals: torch.Tensor, lens: torch.Tensor, acc: dict[str, float], repeats: int) -> float:
-    """Exact-stage scores of one query four ways (best of 3 runs each); adds ms to ``acc``."""
-    codec = index.codec
-    qs = q[m].to(codec.device, torch.float32)
-    S = qs @ codec.centroids.float().T
-
-    inv = lut.token_inv_norms(codec, codes, residuals)
-    ways: dict[str, Callable[[], torch.Tensor]] = {
-        "decompress + MaxSim": functools.partial(decompress_maxsim, codec, q, m, codes, residuals, lens),
-        "search's exact stage": functools.partial(search_exact, index, qs, rows),
-        "LUT, norms computed": functools.partial(lut.lut_maxsim, codec, q, m, codes, residuals, lens,
-                                                 centroid_scores=S),
-        "LUT, norms given": functools.partial(lut.lut_maxsim, codec, q, m, codes, residuals, lens,
-                                              centroid_scores=S, inv_norms=inv),
-    }
-    outs = {}
-    for name, fn in ways.items():
-        acc[name] += 1000 * best_of(repeats, fn)
-        outs[name] = fn()
-    acc["of which: norms"] += 1000 * best_of(repeats, lut.token_inv_norms, codec, codes, residuals)
-    ref = outs["decompress + MaxSim"]
-    return max(float((outs[n] - ref).abs().max()) for n in outs)
+    })
 
 
 def batch_exact(index: Any, data: dict[str, Any], captured: list, batch: int, repeats: int) -> dict[str, float]:
-    """The exact stages of ``batch`` queries: one query at a time (decompress + MaxSim) vs one
-    `lut_maxsim_pairs` call over the union of their candidates (each token's norm computed once)."""
-    codec = index.codec
-    Q, M = data["Q"][:batch], data["Q_mask"][:batch]
+    """The exact stages of ``batch`` queries (k=100 candidates): one `_exact_scores` call per query vs one call
+    for all of them (each distinct passage's tokens read once); the largest score difference between the two."""
     captured = captured[:batch]
-    t_one = 0.0
-    for i, (_, codes, residuals, lens) in enumerate(captured):
-        q, m = Q[i : i + 1], M[i : i + 1]
-        t_one += best_of(repeats, decompress_maxsim, codec, q, m, codes, residuals, lens)
-    union, inverse = torch.unique(torch.cat([r for r, *_ in captured]), return_inverse=True)
-    codes, residuals, lens = compressed_rows(index, union)
-    pq = torch.cat([torch.full((r.numel(),), i) for i, (r, *_) in enumerate(captured)])
-    S = Q[M].to(codec.device, torch.float32) @ codec.centroids.float().T
-    pairs = functools.partial(lut.lut_maxsim_pairs, codec, Q, M, codes, residuals, lens, pq, inverse,
-                              centroid_scores=S)
-    t_pairs = best_of(repeats, pairs)
-    t_given = best_of(repeats, pairs, inv_norms=lut.token_inv_norms(codec, codes, residuals))
-    counts = M.sum(1).tolist()
-    firsts = np.concatenate([[0], np.cumsum(counts)]).tolist()
-    shared = functools.partial(index._exact_scores, Q[M].to(codec.device, codec.dtype), firsts,
-                               [r for r, *_ in captured])
+    qs = [scored_tokens(index, data, i) for i, _ in captured]
+    cands = [rows.to(index.device) for _, rows in captured]
+    C = index.codec.centroids
+    t_one, one = 0.0, []
+    for q, rows in zip(qs, cands, strict=True):
+        fn = functools.partial(search_exact, index, q, q @ C.T, rows)
+        t_one += best_of(repeats, fn)
+        one.append(fn())
+    Qs = torch.cat(qs)
+    firsts = np.concatenate([[0], np.cumsum([int(q.shape[0]) for q in qs])]).tolist()
+    shared = functools.partial(index._exact_scores, Qs, Qs @ C.T, firsts, cands)
     t_shared = best_of(repeats, shared)
+    diff = max(float((a - b).abs().max()) for a, b in zip(shared(), one, strict=True) if a.numel())
+    union = torch.unique(torch.cat(cands))
     return {"queries": len(captured), "union_passages": int(union.numel()), "one_by_one_ms": 1000 * t_one,
-            "pairs_ms": 1000 * t_pairs, "pairs_given_ms": 1000 * t_given, "shared_ms": 1000 * t_shared}
+            "shared_ms": 1000 * t_shared, "batch_diff": diff}
 
 
 def search_rates(index: Any, data: dict[str, Any], n: int, k: int = 100) -> dict[str, float]:
@@ -396,8 +372,7 @@ def run_baseline(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def exact_table(results: list[dict[str, Any]]) -> str:
-    names = ["decompress + MaxSim", "search's exact stage", "LUT, norms computed", "of which: norms",
-             "LUT, norms given"]
+    names = ["decompress + MaxSim", "search's exact stage"]
     lines = ["| exact stage, same candidates | " + " | ".join(
         f"k={r['k']} ({r['passages']:.0f} passages, {r['tokens']:,.0f} tokens) ms | speed-up" for r in results) + " |",
         "|---|" + "---:|---:|" * len(results)]
@@ -406,7 +381,7 @@ def exact_table(results: list[dict[str, Any]]) -> str:
         for r in results:
             v, base = r["exact"].get(name), r["exact"].get("decompress + MaxSim")
             cells.append("—" if v is None else f"{v:.2f}")
-            cells.append("" if v is None or not base or name == "of which: norms" else f"{base / v:.2f}×")
+            cells.append("" if v is None or not base else f"{base / v:.2f}×")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -458,8 +433,7 @@ def main() -> None:
     instrument(timer)
     print("wrapped:\n  " + "\n  ".join(timer.found), flush=True)
     try:
-        results = [profile_k(index, data, k, n_queries, timer, args.repeats, exact_ways=not args.stages_json)
-                   for k in (10, 100)]
+        results = [profile_k(index, data, k, n_queries, timer) for k in (10, 100)]
     finally:
         timer.unpatch()
     if args.stages_json:
@@ -471,13 +445,10 @@ def main() -> None:
         rows = [{**{key: r[key] for key in keep}, "package": str(Path(lateragkit.__file__).parent)} for r in results]
         Path(args.stages_json).write_text(json.dumps(rows))
         return
+    for r in results:
+        exact_ways(index, data, r, args.repeats)
     captured = results[1]["captured"]
     batch = batch_exact(index, data, captured, args.batch, args.repeats) if captured else None
-    if batch is not None:
-        codes, residuals, _ = compressed_rows(index, torch.arange(len(data["doclens"])))
-        batch["all_tokens"] = int(codes.numel())
-        batch["all_norms_s"] = best_of(1, lut.token_inv_norms, index.codec, codes, residuals)
-        del codes, residuals
     if batch is not None and args.rates:
         batch.update(search_rates(index, data, min(args.rates, int(data["Q"].shape[0]))))
     missing = [s for s, _ in STAGES if s not in timer.stages_found]
@@ -505,18 +476,22 @@ def report(args: argparse.Namespace, data: dict[str, Any], index: Any, results: 
         "Stage times are exclusive (a stage's functions minus the wrapped functions they call), mean per query; "
         "'centroid scores' is the query-centroid GEMM, inline in the search method and timed apart on the "
         "same shapes (it is taken out of 'other'). 'top-k' is every `torch.topk` (stage 2/3 selections and the "
-        "final one) plus result building.",
+        "final one) plus result building. 'token gathering' is `_token_block` (codes, residuals and scales of a "
+        "block of passages, across segments), 'residual scoring' `ResidualCodec.token_scores`, 'exact MaxSim' "
+        "what remains of the exact stage (`_exact_scores`, `_pair_scores`, `_block_pair_scores`); an unwrapped "
+        "helper such as `scoring.segment_max` counts in the stage that called it. '—': no function of that "
+        "package matched the stage (before, token gathering happened inside `decompress_rows`: decompression).",
         "",
         *([f"Before: the package `{before[0]['package']}` (`--baseline`) profiled the same way in a subprocess "
             "just before (same index, queries and threads); after: this checkout.", ""] if before else []),
         stage_table(results, before),
         "",
-        "Exact stage on the candidates the searches above sent to it (mean per query, fastest of "
-        f"{args.repeats} runs): today's decompression + `scoring.maxsim`, vs "
-        "`lateragkit.index.lut.lut_maxsim` (lookup tables of partial dot products, no decompression) with the "
-        "per-token norms computed in the call, and with them given (as if stored at build time). Token gathering "
-        "is common to all and excluded. Largest score difference to decompression + MaxSim: "
-        f"{max(r['max_diff'] for r in results):.1e}.",
+        "Exact stage on the candidates the searches above sent to it (each query's `cands`; mean per query, "
+        f"fastest of {args.repeats} runs): `decompress_rows` of all candidates at once + `scoring.maxsim` (the "
+        "exact stage before), vs the search's own exact stage (`PlaidSearch._exact_scores`: token blocks of "
+        "~`EXACT_TOKENS`, `ResidualCodec.token_scores` without decompression, segmented maximum). Both include "
+        "token gathering; the query-centroid scores the search computes before are given. Largest score "
+        f"difference between them: {max(r['max_diff'] for r in results):.1e}.",
         "",
         exact_table(results),
     ]
@@ -524,16 +499,10 @@ def report(args: argparse.Namespace, data: dict[str, Any], index: Any, results: 
         lines += [
             "",
             f"Batch (k=100, the exact stages of {batch['queries']} queries, {batch['union_passages']:,} distinct "
-            f"passages among their candidates): one at a time with decompression + MaxSim "
-            f"{batch['one_by_one_ms']:.0f} ms; one `lut_maxsim_pairs` call (norms computed once per distinct token) "
-            f"{batch['pairs_ms']:.0f} ms ({batch['one_by_one_ms'] / batch['pairs_ms']:.2f}×); the same with the "
-            f"norms given {batch['pairs_given_ms']:.0f} ms ({batch['one_by_one_ms'] / batch['pairs_given_ms']:.2f}×); "
-            f"the search's shared exact stage (`PlaidSearch._exact_scores` of all {batch['queries']} queries: each "
-            f"distinct passage decompressed once) {batch['shared_ms']:.0f} ms "
-            f"({batch['one_by_one_ms'] / batch['shared_ms']:.2f}×).",
-            "",
-            f"The norms of every token of the index ({batch['all_tokens']:,}), computed once as a build or load "
-            f"step would: {batch['all_norms_s']:.1f} s with `lut.token_inv_norms` (4 bytes per token as float32).",
+            f"passages among their candidates): one `_exact_scores` call per query {batch['one_by_one_ms']:.0f} ms; "
+            f"one call for all {batch['queries']} (each distinct passage's tokens read once) "
+            f"{batch['shared_ms']:.0f} ms ({batch['one_by_one_ms'] / batch['shared_ms']:.2f}×); largest score "
+            f"difference {batch['batch_diff']:.1e}.",
         ]
         if "batch_qps" in batch:
             lines += [

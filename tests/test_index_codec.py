@@ -168,8 +168,30 @@ def test_decompress_adds_bucket_weights_and_renormalises() -> None:
     out = codec.decompress(torch.tensor([0]), codec.pack(buckets))[0].numpy()
     expected = np.array([weights[b] for b in buckets[0].tolist()], dtype=np.float32)
     expected[0] += 1.0  # the centroid
-    expected /= np.linalg.norm(expected)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    # the scale: 1 / norm, stored as its offset from 1 in float16
+    scale = 1.0 + float(np.float16(1.0 / np.linalg.norm(expected) - 1.0))
+    np.testing.assert_allclose(out, expected * np.float32(scale), rtol=1e-6, atol=1e-7)
+    assert abs(float(np.linalg.norm(out)) - 1.0) < 3e-5  # unit length to the stored scale's rounding
+
+
+def test_token_scores_equal_decompressed_dot_products_without_decompressing() -> None:
+    """`token_scores` (residual GEMM + the centroid part read from query-centroid scores, then the stored
+    scale) gives the dot products of the decompressed tokens with the query tokens."""
+    gen = torch.Generator().manual_seed(3)
+    dim, K, n, T = 32, 8, 50, 5
+    C = torch.nn.functional.normalize(torch.randn(K, dim, generator=gen), dim=1)
+    codec = ResidualCodec(C.numpy(), np.array([-0.05, 0.0, 0.05], dtype=np.float32),
+                          np.array([-0.08, -0.02, 0.02, 0.08], dtype=np.float32), 2)
+    x = torch.nn.functional.normalize(torch.randn(n, dim, generator=gen), dim=1)
+    codes = torch.randint(0, K, (n,), generator=gen)
+    packed = codec.compress(x, codes)
+    offsets = codec.scale_offsets(codes, packed)
+    Q = torch.nn.functional.normalize(torch.randn(T, dim, generator=gen), dim=1)
+    got = codec.token_scores(codec.residuals(packed), (Q @ C.T).T[codes], offsets, Q)
+    want = codec.decompress(codes, packed, offsets) @ Q.T
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # and the offsets given are the ones computed when they are not
+    torch.testing.assert_close(codec.decompress(codes, packed), codec.decompress(codes, packed, offsets))
 
 
 def test_quantize_puts_a_value_equal_to_a_cutoff_in_the_lower_bucket() -> None:

@@ -110,9 +110,9 @@ def test_exact_stage_sees_at_most_ndocs_over_4(data: dict, monkeypatch: pytest.M
     seen: list[int] = []
     original = PlaidIndex._exact_scores
 
-    def spy(self, Qs, firsts, cands):  # type: ignore[no-untyped-def]
+    def spy(self, Qs, S_all, firsts, cands):  # type: ignore[no-untyped-def]
         seen.extend(int(rows.numel()) for rows in cands if rows is not None)
-        return original(self, Qs, firsts, cands)
+        return original(self, Qs, S_all, firsts, cands)
 
     monkeypatch.setattr(PlaidIndex, "_exact_scores", spy)
     plaid.search(data["Q"][:3], data["M"][:3], 10, ndocs=64, ncells=4)

@@ -71,7 +71,7 @@ def test_new_versions_hard_link_every_unchanged_file(coll: dict, tmp_path: Path,
     # the only new files: the new segment's, the tombstones and the metadata
     new = sorted(name for name, ino in inodes2.items() if ino not in set(inodes1.values()))
     per_segment = ["doclens.npy", "pids.npy", "vectors.npy"] if kind == "exact" else [
-        "codes.npy", "doclens.npy", "ivf_offsets.npy", "ivf_rows.npy", "pids.npy", "residuals.npy"]
+        "codes.npy", "doclens.npy", "ivf_offsets.npy", "ivf_rows.npy", "norms.npy", "pids.npy", "residuals.npy"]
     assert new == sorted(["metadata.json", "tombstones.npy"] + [f"segments/seg-000002/{f}" for f in per_segment])
     written = sum((tmp_path / "v2" / name).stat().st_size for name in new)
     assert written < 0.1 * sum(p.stat().st_size for p in (tmp_path / "v1").rglob("*") if p.is_file())
@@ -239,7 +239,8 @@ def _write_format_1(source: Path, target: Path, deleted_pids: list[int]) -> None
     segment = source / "segments" / "seg-000001"
     target.mkdir()
     for f in segment.iterdir():
-        shutil.copyfile(f, target / f.name)
+        if f.name != "norms.npy":  # the scales file came later (format 2)
+            shutil.copyfile(f, target / f.name)
     pids = np.load(segment / "pids.npy")
     np.save(target / "deleted.npy", np.isin(pids, deleted_pids).astype(np.uint8))
     old = {
@@ -310,3 +311,27 @@ def test_segmented_array_gathers_like_one_array() -> None:
     mixed = SegmentedArray([torch.tensor([1, 2], dtype=torch.int16), torch.tensor([40_000], dtype=torch.int32)],
                            row_shape=(), dtype=torch.int16, device=torch.device("cpu"))
     assert mixed.take(torch.tensor([2, 0])).tolist() == [40_000, 1] and mixed.dtype == torch.int32
+
+
+def test_plaid_segments_without_stored_scales_open_and_rank_the_same(coll: dict, tmp_path: Path) -> None:
+    """Segments written before ``norms.npy`` existed (no ``scales`` in their metadata) get their tokens'
+    decompression scales computed on open, to the very values a new build stores; a merge then stores them."""
+    v, lens, Q, M = coll["v"], coll["lens"], coll["Q"], coll["M"]
+    built = build_index(tmp_path / "built", _slice(v, lens, 0, 300), dim=DIM, index_type="plaid")
+    built, _ = built.add(tmp_path / "grown", _slice(v, lens, 300, 330))
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "grown", old)
+    meta = json.loads((old / "metadata.json").read_text())
+    for seg in meta["segments"]:
+        assert seg.pop("scales") is True
+        (old / "segments" / seg["name"] / "norms.npy").unlink()
+    (old / "metadata.json").write_text(json.dumps(meta))
+    reopened = load_index(old)
+    assert [s.files() for s in reopened.segments] == [s.files()[:-1] for s in built.segments]  # no norms.npy
+    for seg_old, seg_new in zip(reopened.segments, built.segments, strict=True):
+        np.testing.assert_array_equal(seg_old.norms, seg_new.norms)
+    _same(reopened.search(Q, M, 10), built.search(Q, M, 10), atol=0)
+    merged = reopened.compact(tmp_path / "merged")
+    seg = merged.segments[0]
+    assert seg.meta.scales and (tmp_path / "merged" / "segments" / seg.name / "norms.npy").is_file()
+    _same(load_index(tmp_path / "merged").search(Q, M, 10), built.search(Q, M, 10), atol=1e-6)

@@ -193,7 +193,7 @@ def test_built_fixture_has_every_kind_of_file(built: dict[str, Path]) -> None:
     segment = ["doclens.npy", "pids.npy"]
     expected = {
         "exact": segment + ["vectors.npy"],
-        "plaid": segment + ["codes.npy", "residuals.npy", "ivf_rows.npy", "ivf_offsets.npy"],
+        "plaid": segment + ["codes.npy", "residuals.npy", "norms.npy", "ivf_rows.npy", "ivf_offsets.npy"],
     }
     for kind, folder in built.items():
         index = load_index(folder)

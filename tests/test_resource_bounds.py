@@ -79,7 +79,7 @@ def plaid_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"index": index, "Q": Q, "M": M, "lens": lens}
 
 
-def test_exact_stage_decompresses_in_token_bounded_blocks(plaid_data, monkeypatch) -> None:
+def test_exact_stage_reads_tokens_in_bounded_blocks(plaid_data, monkeypatch) -> None:
     index, Q, M = plaid_data["index"], plaid_data["Q"], plaid_data["M"]
     k = 400  # a large k: ndocs grows to 1,600, so every live passage reaches the exact stage
     expected = index.search(Q, M, k)
@@ -87,20 +87,20 @@ def test_exact_stage_decompresses_in_token_bounded_blocks(plaid_data, monkeypatc
     budget = 100
     monkeypatch.setattr(plaid_search, "EXACT_TOKENS", budget)
     decompressed: list[int] = []
-    original = index.decompress_rows
+    original = index._token_block
 
     def spy(rows):
-        vecs, lens = original(rows)
-        decompressed.append(int(vecs.shape[0]))
-        return vecs, lens
+        block = original(rows)
+        decompressed.append(int(block.codes.shape[0]))
+        return block
 
-    monkeypatch.setattr(index, "decompress_rows", spy)
+    monkeypatch.setattr(index, "_token_block", spy)
     got = index.search(Q, M, k)
 
     longest = int(plaid_data["lens"].max())
     assert len(decompressed) > 10
     assert max(decompressed) <= max(budget, longest)
-    # the batch shares the exact stage: each passage is decompressed once, not once per query
+    # the batch shares the exact stage: each passage's tokens are read once, not once per query
     assert sum(decompressed) <= int(plaid_data["lens"].sum())
     for (s_exp, p_exp), (s_got, p_got) in zip(expected, got, strict=True):
         assert len(p_got) == k

@@ -3,7 +3,10 @@
 Layout (the one colbert-ai writes, so indexes convert losslessly): each vector takes `dim * nbits / 8`
 bytes; each byte holds `8 / nbits` consecutive dimensions, the first dimension in the most significant
 group, and within a group the bucket index is stored bit-reversed (least significant bit first).
-Decoding: `x = normalize(centroid[code] + bucket_weights[bucket])`.
+Decoding: `x = (centroid[code] + bucket_weights[bucket]) * scale`, where ``scale`` is the inverse norm of
+that sum, stored per token beside the codes as ``scale - 1`` in float16 (`ResidualCodec.scale_offsets`): the
+exact stage of search then never gathers centroid rows (`ResidualCodec.token_scores`), and the decompressed
+vector is unit length to within the stored scale's rounding (~3e-5).
 """
 from __future__ import annotations
 
@@ -16,13 +19,16 @@ import torch
 from ..exceptions import CorruptIndexError
 from .kmeans import CentroidAssigner
 from .meta import CodecMeta
+from .packed import take_rows
 from .segments import FileIdentity, file_identity
 from .storage import load_npy, save_npy
 
 __all__ = ["ResidualCodec", "StoredCodec", "check_nbits", "bucket_tables", "quantile_buckets", "CODEC_DIR",
-           "CODEC_FILES", "COARSE_FILE", "take_rows"]
+           "CODEC_FILES", "COARSE_FILE", "NORMS_FILE"]
 
 VALID_NBITS = (1, 2, 4)
+# Smallest norm of a decoded token before it is scaled (a zero vector would make its scale infinite).
+MIN_NORM = 1e-4
 
 
 def check_nbits(nbits: int, dim: int) -> int:
@@ -86,7 +92,8 @@ class ResidualCodec:
         if self.cutoffs.numel() != (1 << nbits) - 1 or self.weights.numel() != 1 << nbits:
             raise ValueError(f"bucket tables do not match nbits={nbits}")
         idx = torch.from_numpy(bucket_tables(self.nbits).astype(np.int64)).to(self.device)
-        self._lookup = self.weights[idx].to(self.dtype)  # [256, 8 // nbits] decoded weights per byte
+        self._lookup32 = self.weights[idx]  # [256, 8 // nbits] decoded weights per byte, float32
+        self._lookup = self._lookup32.to(self.dtype)
         self._shifts = [8 - self.nbits * (j + 1) for j in range(8 // self.nbits)]
 
     @property
@@ -132,33 +139,62 @@ class ResidualCodec:
         residual = x.to(self.device, torch.float32) - self.centroids[codes.long()].float()
         return self.pack(self.quantize(residual))
 
-    def decompress(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-        """`[n, dim]` L2-normalised vectors (float32 on CPU, float16 on CUDA).
+    def residuals(self, packed: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """`[n, dim]` decoded residuals of packed rows (one gather of each byte's ``8 / nbits`` weights)."""
+        n = int(packed.shape[0])
+        table = self._lookup if dtype is None or dtype == self._lookup.dtype else self._lookup32.to(dtype)
+        return take_rows(table, packed.to(self.device).reshape(-1)).view(n, self.dim)
+
+    def scale_offsets(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        """`float16 [n]`: each token's decompression scale minus one, ``1 / ||centroid + residual|| - 1``
+        (computed in float32 on every device, then rounded): what ``norms.npy`` stores beside the codes. The
+        scales lie near 1, so storing their offset from 1 keeps float16's 11 significant bits for the
+        deviation: a scale is exact to ~3e-5 relative, where float16 of the scale itself would give 5e-4."""
+        if int(codes.shape[0]) == 0:
+            return torch.zeros(0, dtype=torch.float16, device=self.device)
+        x = take_rows(self.centroids, codes.to(self.device)).float()
+        x += self.residuals(packed, torch.float32)
+        norms = torch.linalg.vector_norm(x, dim=1).clamp_min_(MIN_NORM)
+        return (torch.reciprocal_(norms) - 1.0).to(torch.float16)
+
+    def scales(self, offsets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`[n, 1]` decompression scales from their stored offsets (`scale_offsets`)."""
+        return (offsets.to(self.device, torch.float32) + 1.0).to(dtype)[:, None]
+
+    def decompress(
+        self, codes: torch.Tensor, packed: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`[n, dim]` vectors of unit length (to the stored scale's rounding, ~3e-5; float32 on CPU, float16
+        on CUDA): ``(centroid + residual) * scale``. ``offsets``: the stored scale offsets of these tokens
+        (`scale_offsets`; computed here, to the same values, when not given).
 
         Two table gathers (the centroid rows; each residual byte's `8 / nbits` decoded weights), one add and
-        one in-place division by the norms. Callers decompress in blocks of a few thousand tokens
-        (`plaid_search.EXACT_TOKENS`): the passes then stay in the CPU cache, several times faster than one
-        pass over a large block.
+        one scale. Callers decompress in blocks of a few thousand tokens (`plaid_search.EXACT_TOKENS`): the
+        passes then stay in the CPU cache, several times faster than one pass over a large block.
         """
         n = int(codes.shape[0])
         if n == 0:
             return torch.zeros(0, self.dim, dtype=self.dtype, device=self.device)
+        if offsets is None:
+            offsets = self.scale_offsets(codes, packed)
         x = take_rows(self.centroids, codes.to(self.device))
-        x += take_rows(self._lookup, packed.to(self.device).reshape(-1)).view(n, self.dim)
-        # renormalise: the exact stage must score unit vectors, as the encoder produced
-        norms = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32).clamp_min_(1e-12)
-        x /= norms.to(x.dtype)
+        x += self.residuals(packed)
+        x *= self.scales(offsets, x.dtype)
         return x
 
-
-def take_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """`table[idx]` for a 1-D integer index. On CPU numpy's take (``mode="clip"``: no bounds pass; the indices
-    are valid by construction) is 2-5x faster than torch's indexing kernels for these short rows, fastest
-    with a native-width index; on accelerators torch's index_select."""
-    if table.device.type == "cpu":
-        index = idx.numpy().astype(np.intp, copy=False)
-        return torch.from_numpy(np.take(table.numpy(), index, axis=0, mode="clip"))
-    return table.index_select(0, idx.to(torch.int32))
+    def token_scores(
+        self, residuals: torch.Tensor, centroid_scores: torch.Tensor, offsets: torch.Tensor, Q: torch.Tensor
+    ) -> torch.Tensor:
+        """`float32 [n, T]`: the dot product of each of ``n`` stored tokens with each query token ``Q [T, dim]``
+        without decompressing: ``(residual . q + centroid . q) * scale``. ``residuals``: the tokens' decoded
+        residuals (`residuals`, in ``Q``'s dtype); ``centroid_scores [n, T]``: the centroid parts (rows of the
+        query-centroid scores at the tokens' codes); ``offsets``: their stored scale offsets. Equal to
+        ``decompress(...) @ Q.T`` up to float rounding, and no centroid row is gathered (on CPU those random
+        reads of a [K, dim] table cost more than the rest of the exact stage together)."""
+        scores = residuals @ Q.T
+        scores += centroid_scores
+        scores *= self.scales(offsets, scores.dtype)
+        return scores.float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,6 +205,8 @@ CODEC_FILES = ("centroids.npy", "bucket_cutoffs.npy", "bucket_weights.npy")
 # Optional: the cell centres grouping the centroids for CPU assignment (`CentroidAssigner.coarse`), written when
 # the codec's assigner probes cells, so that no later process repeats the k-means that finds them.
 COARSE_FILE = "coarse_centroids.npy"
+# Per segment: each token's decompression scale minus one (float16 [tokens], `ResidualCodec.scale_offsets`).
+NORMS_FILE = "norms.npy"
 
 
 class StoredCodec:

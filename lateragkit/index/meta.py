@@ -28,12 +28,15 @@ _REBUILD = "the index must be rebuilt"
 @dataclass(frozen=True)
 class SegmentMeta:
     """One immutable segment: its folder name under ``segments/``, rows (passages, deleted or not),
-    tokens, and (PLAID) the number of centroids when it was written (its IVF has that many lists)."""
+    tokens, and (PLAID) the number of centroids when it was written (its IVF has that many lists) and
+    whether it stores its tokens' decompression scales (``norms.npy``; segments of lateragkit <= 0.2.0.dev
+    written before it have them computed on open)."""
 
     name: str
     rows: int
     tokens: int
     num_centroids: int = 0
+    scales: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -45,7 +48,11 @@ class SegmentMeta:
         name = data.get("name")
         if not isinstance(name, str) or not _SEGMENT_NAME.match(name):
             raise CorruptIndexError(f"{path} names a segment {name!r}, not seg-NNNNNN; {_REBUILD}")
-        return cls(name, _int(data, "rows", path), _int(data, "tokens", path), _int(data, "num_centroids", path))
+        scales = data.get("scales", False)
+        if not isinstance(scales, bool):
+            raise CorruptIndexError(f"{path}: segment {name} has an ill-typed 'scales'; {_REBUILD}")
+        return cls(name, _int(data, "rows", path), _int(data, "tokens", path), _int(data, "num_centroids", path),
+                   scales)
 
 
 @dataclass(frozen=True)

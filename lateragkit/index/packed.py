@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .. import scoring
 from .storage import NpyAppender
 
-__all__ = ["Batches", "iter_packed", "spill_batches", "token_ranges", "ranges", "row_blocks"]
+__all__ = ["Batches", "iter_packed", "spill_batches", "token_ranges", "ranges", "row_blocks", "take_rows"]
 
 Batches = Iterable[tuple[Any, Any]]
 
@@ -94,3 +94,13 @@ def ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
 def row_blocks(rows: np.ndarray, doclens: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     """Split `rows` into consecutive blocks of at most `max_tokens` tokens (or one longer row) each."""
     return [rows[a:b] for a, b in scoring.document_blocks(doclens[rows], max_tokens)]
+
+
+def take_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """`table[idx]` for a 1-D integer index. On CPU numpy's take (``mode="clip"``: no bounds pass; the indices
+    are valid by construction) is 2-5x faster than torch's indexing kernels for these short rows, fastest
+    with a native-width index; on accelerators torch's index_select."""
+    if table.device.type == "cpu":
+        index = idx.numpy().astype(np.intp, copy=False)
+        return torch.from_numpy(np.take(table.numpy(), index, axis=0, mode="clip"))
+    return table.index_select(0, idx.to(torch.int32))

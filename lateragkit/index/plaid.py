@@ -7,7 +7,9 @@ Files of a version (besides `metadata.json` and `tombstones.npy`, see `base`):
 - per segment ``segments/seg-NNNNNN/``: ``doclens.npy``, ``pids.npy``, ``codes.npy`` (int16 while
   K <= 32,768, else int32, one per token), ``residuals.npy`` (uint8 [tokens, dim*nbits/8], colbert-ai bit
   layout), ``ivf_rows.npy`` (local row ids, int16 up to 32,768 rows, else int32) + ``ivf_offsets.npy``
-  (int64 [K_seg + 1]): for each centroid the sorted unique rows having a token with that code (CSR).
+  (int64 [K_seg + 1]): for each centroid the sorted unique rows having a token with that code (CSR),
+  ``norms.npy`` (float16 [tokens]: each token's decompression scale minus one,
+  `ResidualCodec.scale_offsets`; segments written before it existed get it computed when the index opens).
 
 An add compresses the new passages with the existing codec into a new segment; when most new tokens are
 far from every centroid, centroids are appended for them first (old codes stay valid; older segments simply
@@ -15,6 +17,7 @@ have empty lists for the new centroids). Building: `plaid_build`; searching: `pl
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ import torch
 
 from ..exceptions import CorruptIndexError
 from .base import PassageIndex, as_tensor
-from .codec import COARSE_FILE, CODEC_DIR, CODEC_FILES, StoredCodec, check_nbits
+from .codec import COARSE_FILE, CODEC_DIR, CODEC_FILES, NORMS_FILE, ResidualCodec, StoredCodec, check_nbits
 from .ivf import SegmentedIVF, id_dtype
 from .meta import IndexMeta, SegmentMeta
 from .plaid_build import DEFAULT_NBITS, compress_into, grow_codec, train_codec, write_ivf
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["PlaidIndex", "PlaidSegment", "plaid_params", "DEFAULT_NBITS", "check_nbits"]
 
 _REBUILD = "the index must be rebuilt"
+# Tokens whose scales are computed per step for a segment that predates `norms.npy`.
+NORM_TOKENS = 1 << 15
 
 
 class PlaidSegment(Segment):
@@ -67,15 +72,42 @@ class PlaidSegment(Segment):
             raise CorruptIndexError(f"{folder / 'codes.npy'} holds codes outside [0, {K}); {_REBUILD}")
         if self.ivf_rows.shape[0] and (int(self.ivf_rows.max()) >= self.rows or int(self.ivf_rows.min()) < 0):
             raise CorruptIndexError(f"{folder / 'ivf_rows.npy'} points outside the segment's rows; {_REBUILD}")
+        self.norms: np.ndarray | None = None  # computed by `ensure_norms` when the segment predates the file
+        if meta.scales:
+            self.norms = load_npy(folder / NORMS_FILE, dtype=np.float16, shape=(self.num_tokens,))
+            if not np.all(np.isfinite(self.norms)) or (self.num_tokens and float(self.norms.min()) <= -1):
+                raise CorruptIndexError(f"{folder / NORMS_FILE} holds non-finite or non-positive scales; {_REBUILD}")
+        self._norms_stored = self.norms is not None
         # CPU: views over the memory maps (pages load on demand); accelerator: resident copies.
         self._codes = as_tensor(self.codes, device)
         self._residuals = as_tensor(self.residuals, device)
         self._ivf_rows = as_tensor(self.ivf_rows, device)
         self._offsets: dict[int, torch.Tensor] = {}
+        self._norm_tensor: torch.Tensor | None = None
         self._seal(folder)
 
+    def files(self) -> tuple[str, ...]:
+        return self.FILES + ((NORMS_FILE,) if self._norms_stored else ())
+
     def token_arrays(self) -> dict[str, np.ndarray]:
-        return {"codes.npy": self.codes, "residuals.npy": self.residuals}
+        if self.norms is None:
+            raise RuntimeError(f"segment {self.name}: ensure_norms() must run before its rows are copied")
+        return {"codes.npy": self.codes, "residuals.npy": self.residuals, NORMS_FILE: self.norms}
+
+    def ensure_norms(self, codec: ResidualCodec) -> torch.Tensor:
+        """The tokens' decompression scale offsets: read from ``norms.npy``, or (a segment written before that
+        file existed) computed once from the codes and residuals, as `compress_into` would have stored them."""
+        if self.norms is None:
+            logger.info("segment %s predates %s: computing the scales of its %d tokens (rebuilding the "
+                        "index, or compact(retrain=True), stores them)", self.name, NORMS_FILE, self.num_tokens)
+            out = np.empty(self.num_tokens, dtype=np.float16)
+            for s in range(0, self.num_tokens, NORM_TOKENS):
+                e = min(self.num_tokens, s + NORM_TOKENS)
+                out[s:e] = codec.scale_offsets(self._codes[s:e], self._residuals[s:e]).cpu().numpy()
+            self.norms = out
+        if self._norm_tensor is None:
+            self._norm_tensor = as_tensor(self.norms, self.device)
+        return self._norm_tensor
 
     def ivf_offsets_for(self, num_centroids: int) -> torch.Tensor:
         """The segment's list offsets for an index of ``num_centroids`` (later centroids: empty lists)."""
@@ -109,6 +141,8 @@ class PlaidIndex(PlaidSearch):
         packed = self.dim * self.nbits // 8
         self._residuals = SegmentedArray([s._residuals for s in segments], row_shape=(packed,), dtype=torch.uint8,
                                          device=dev)
+        self._norms = SegmentedArray([s.ensure_norms(self.codec) for s in segments], row_shape=(),
+                                     dtype=torch.float16, device=dev)
         self._tok_offsets = torch.from_numpy(self.tok_offsets[:-1].copy()).to(dev)
         self._doclens = torch.from_numpy(self.doclens.copy()).to(dev)
         self._live = torch.from_numpy(~self.deleted).to(dev)
@@ -171,7 +205,7 @@ class PlaidIndex(PlaidSearch):
         save_npy(folder / "doclens.npy", doclens.astype(np.int64))
         save_npy(folder / "pids.npy", pids.astype(np.int64))
         meta = meta.replace(codec=shared.meta)
-        seg_meta = SegmentMeta(folder.name, int(doclens.size), int(doclens.sum()), K)
+        seg_meta = SegmentMeta(folder.name, int(doclens.size), int(doclens.sum()), K, scales=True)
         return PlaidSegment(folder, seg_meta, meta, device), shared, meta
 
     @classmethod
@@ -180,4 +214,5 @@ class PlaidIndex(PlaidSearch):
     ) -> Segment:
         doclens = np.load(folder / "doclens.npy", allow_pickle=False)
         write_ivf(folder, doclens, seg_meta.num_centroids)
-        return PlaidSegment(folder, seg_meta, meta, device)
+        # `copy_rows` copied the scales with the other per-token arrays (`token_arrays`)
+        return PlaidSegment(folder, dataclasses.replace(seg_meta, scales=True), meta, device)

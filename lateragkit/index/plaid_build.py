@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .codec import StoredCodec, check_nbits, quantile_buckets
+from .codec import NORMS_FILE, StoredCodec, check_nbits, quantile_buckets
 from .ivf import build_ivf, id_dtype
 from .kmeans import train_centroids
 from .meta import CodecMeta
@@ -149,7 +149,8 @@ def compress_into(
     codes: np.ndarray | None = None,
     show_progress: bool = False,
 ) -> None:
-    """Write ``codes.npy`` and ``residuals.npy`` of ``vectors`` (float16 [E, dim]) into ``folder``.
+    """Write ``codes.npy``, ``residuals.npy`` and ``norms.npy`` (each token's decompression scale offset,
+    `ResidualCodec.scale_offsets`) of ``vectors`` (float16 [E, dim]) into ``folder``.
 
     ``codes``: the tokens' centroids when already known (else each block is assigned here).
     """
@@ -164,12 +165,14 @@ def compress_into(
     bar = tqdm(total=E, desc="indexing: compressing", unit="token", disable=not show_progress)
     with NpyAppender(folder / "codes.npy", code_dtype) as c_out, NpyAppender(
         folder / "residuals.npy", np.uint8, (dim * codec.meta.nbits // 8,)
-    ) as r_out:
+    ) as r_out, NpyAppender(folder / NORMS_FILE, np.float16) as n_out:
         for s in range(0, E, COMPRESS_TOKENS):
             x = torch.from_numpy(np.asarray(vectors[s : s + COMPRESS_TOKENS], dtype=np.float32)).to(codec.device)
             c = assign(x, s)
+            packed = codec.codec.compress(x, c)
             c_out.append(c.cpu().numpy().astype(code_dtype))
-            r_out.append(codec.codec.compress(x, c).cpu().numpy())
+            r_out.append(packed.cpu().numpy())
+            n_out.append(codec.codec.scale_offsets(c, packed).cpu().numpy())
             bar.update(x.shape[0])
     bar.close()
 

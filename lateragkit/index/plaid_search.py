@@ -6,13 +6,15 @@ Per query:
 2. approximate score from the centroids of each candidate's tokens, only centroids whose best query
    score reaches ``centroid_score_threshold``; keep ``ndocs``;
 3. the same with every centroid; keep ``ndocs // 4`` (at least ``k``);
-4. decompress those passages and score them exactly (MaxSim over the normalised vectors).
+4. score those passages exactly: MaxSim over their decompressed tokens, computed without decompressing
+   (`ResidualCodec.token_scores`: residuals @ query tokens + the stage-1 centroid scores at the codes, times
+   each token's stored scale).
 
-A batch of queries shares the centroid-score GEMM and the exact stage: the candidates of all queries are
-pooled, each distinct passage is decompressed once (in cache-sized blocks of ``EXACT_TOKENS`` tokens) and
-scored against the tokens of every query that has it as a candidate: one GEMM per block against the queries
-that block concerns when most of their (passage, query) pairs are wanted (always so for one query), else one
-small GEMM per passage against its own queries.
+A batch of queries shares the centroid-score GEMM, and the exact stage when its queries share passages: the
+candidates of all queries are pooled, each distinct passage's tokens are read once (in cache-sized blocks of
+``EXACT_TOKENS`` tokens) and scored against the tokens of every query that has it as a candidate: one GEMM per
+block against the queries that block concerns when most of their (passage, query) pairs are wanted (always so
+for one query), else each passage decompressed and scored by one small GEMM against its own queries.
 
 Rows and tokens are global (segment after segment); codes and residuals are gathered across segments by
 `SegmentedArray.take_runs`, inverted lists walked by `SegmentedIVF.lists`. An index of several segments thus
@@ -20,7 +22,7 @@ ranks exactly as one segment holding the same rows with the same codec.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ from .. import scoring
 from .base import PassageIndex, SearchResult
 from .codec import ResidualCodec
 from .ivf import SegmentedIVF
-from .packed import token_ranges
+from .packed import take_rows, token_ranges
 from .segments import SegmentedArray
 
 __all__ = ["PlaidSearch", "plaid_params", "DEFAULT_MAX_EXACT_SUBSET"]
@@ -37,12 +39,15 @@ __all__ = ["PlaidSearch", "plaid_params", "DEFAULT_MAX_EXACT_SUBSET"]
 # Tokens whose centroid scores are gathered per step in the full centroid interaction (the [tokens, Lq] score
 # block stays in the CPU cache: 16,384 x 32 floats = 2 MB).
 STAGE_TOKENS = 1 << 14
-# Tokens decompressed at once in the exact stage (float32 at dim 384: 6 MB; a block that fits the cache makes
-# decompression + GEMM 2-2.5x faster than one pass over all candidates).
+# Tokens read at once in the exact stage (their expanded residuals, float32 at dim 384: 6 MB; a block that fits
+# the cache makes expansion + GEMM 2-2.5x faster than one pass over all candidates).
 EXACT_TOKENS = 1 << 12
 # Sparse per-passage scoring costs this many (token x query-token) products of overhead per passage: the
 # dense block GEMM is chosen when its products are fewer than the sparse ones plus this overhead.
 PASSAGE_OVERHEAD = 6_000
+# A batch's exact stage is shared (each distinct passage read once) when its queries have on average at least
+# this many (query, passage) pairs per distinct passage; else each query is scored alone.
+SHARED_PAIRS = 2.0
 DEFAULT_MAX_EXACT_SUBSET = 1024
 
 
@@ -79,6 +84,7 @@ class PlaidSearch(PassageIndex):
     _ivf: SegmentedIVF
     _codes: SegmentedArray
     _residuals: SegmentedArray
+    _norms: SegmentedArray
     _tok_offsets: torch.Tensor
     _doclens: torch.Tensor
     _live: torch.Tensor
@@ -106,7 +112,7 @@ class PlaidSearch(PassageIndex):
                 cands.append(None)
                 continue
             cands.append(self._candidates(S_all[firsts[i] : firsts[i + 1]], k, ncells, ndocs, thr, sub, max_exact))
-        scores = self._exact_scores(Q_scored, firsts, cands)
+        scores = self._exact_scores(Q_scored, S_all, firsts, cands)
         empty = (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64))
         return [empty if rows is None else self._results(sc, rows.cpu().numpy(), k)
                 for rows, sc in zip(cands, scores, strict=True)]
@@ -202,25 +208,37 @@ class PlaidSearch(PassageIndex):
             out[start:end] = best.T.contiguous().sum(1)  # summed in query-token order, as MaxSim sums
         return out
 
-    def decompress_rows(self, rows: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decompressed vectors of the passages at ``rows`` (packed) and their lengths."""
-        rows = torch.as_tensor(rows).to(self.device).long()
+    def _token_block(self, rows: torch.Tensor) -> TokenBlock:
+        """The stored tokens of the passages at ``rows``, gathered across segments."""
         lens = self._doclens[rows]
         starts = self._tok_offsets[rows]
-        return self.codec.decompress(self._codes.take_runs(starts, lens), self._residuals.take_runs(starts, lens)), lens
+        return TokenBlock(self._codes.take_runs(starts, lens), self._residuals.take_runs(starts, lens),
+                          self._norms.take_runs(starts, lens), lens)
+
+    def decompress_rows(self, rows: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decompressed vectors of the passages at ``rows`` (packed) and their lengths."""
+        block = self._token_block(torch.as_tensor(rows).to(self.device).long())
+        return block.decompress(self.codec), block.lens
 
     def _exact_scores(
-        self, Qs: torch.Tensor, firsts: list[int], cands: list[torch.Tensor | None]
+        self, Qs: torch.Tensor, S_all: torch.Tensor, firsts: list[int], cands: list[torch.Tensor | None]
     ) -> list[torch.Tensor]:
         """Stage 4 for a batch: exact MaxSim of each query's candidate rows (``cands[i]``, None: no search)
-        against its scored tokens ``Qs[firsts[i]:firsts[i + 1]]``; one score tensor per query, aligned with
-        its rows. Each distinct passage is decompressed once, whatever the number of queries having it."""
+        against its scored tokens ``Qs[firsts[i]:firsts[i + 1]]`` (``S_all``: their centroid scores, `[T, K]`);
+        one score tensor per query, aligned with its rows. Each distinct passage's tokens are read once,
+        whatever the number of queries having it."""
         out = [torch.zeros(0 if c is None else c.numel(), dtype=torch.float32, device=self.device) for c in cands]
         which = [i for i, c in enumerate(cands) if c is not None and c.numel()]
         parts = [c for c in cands if c is not None and c.numel()]
         if not parts:
             return out
         sizes = [int(c.numel()) for c in parts]
+        if len(which) > 1 and sum(sizes) < SHARED_PAIRS * int(torch.unique(torch.cat(parts)).numel()):
+            # the queries share few passages: each alone (the dense path) is faster than per-passage GEMMs
+            for i in which:
+                f, e = firsts[i], firsts[i + 1]
+                out[i] = self._exact_scores(Qs[f:e], S_all[f:e], [0, e - f], [cands[i]])[0]
+            return out
         pair_query = torch.repeat_interleave(torch.tensor(which, device=self.device),
                                              torch.tensor(sizes, device=self.device))
         if len(which) == 1:  # one query: its candidates are distinct rows already
@@ -228,30 +246,53 @@ class PlaidSearch(PassageIndex):
             inverse = torch.arange(sizes[0], device=self.device)
         else:
             union, inverse = torch.unique(torch.cat(parts), return_inverse=True)
-        scores = self._pair_scores(Qs, torch.tensor(firsts, device=self.device), union, inverse, pair_query)
+        scores = self._pair_scores(Qs, S_all, torch.tensor(firsts, device=self.device), union, inverse, pair_query)
         for i, sc in zip(which, torch.split(scores, sizes), strict=True):
             out[i] = sc
         return out
 
     def _pair_scores(
-        self, Qs: torch.Tensor, firsts: torch.Tensor, union: torch.Tensor, inverse: torch.Tensor,
+        self, Qs: torch.Tensor, S: torch.Tensor, firsts: torch.Tensor, union: torch.Tensor, inverse: torch.Tensor,
         pair_query: torch.Tensor,
     ) -> torch.Tensor:
         """MaxSim of (query, passage) pairs: pair ``p`` is query ``pair_query[p]`` with row ``union[inverse[p]]``.
-        The union's passages are decompressed in blocks of at most ~EXACT_TOKENS tokens (a large k sends
-        thousands of passages here; all at once would take GBs, and a cache-sized block is faster)."""
+        The union's passages are read in blocks of at most ~EXACT_TOKENS tokens (a large k sends thousands of
+        passages here; all at once would take GBs, and a cache-sized block is faster)."""
         order = torch.argsort(inverse, stable=True)  # pairs grouped by passage
         by_passage = torch.searchsorted(inverse[order], torch.arange(union.numel() + 1, device=self.device))
         bounds = by_passage.tolist()
         q_len = firsts[1:] - firsts[:-1]
         pq = pair_query[order]
         out = torch.zeros(pair_query.numel(), dtype=torch.float32, device=self.device)
+        queries = _Queries(Qs, S.T.contiguous(), firsts, q_len)
         for s, e in scoring.document_blocks(self._doclens[union], EXACT_TOKENS):
-            vecs, lens = self.decompress_rows(union[s:e])
+            block = self._token_block(union[s:e])
             a, b = bounds[s], bounds[e]
             owners = by_passage[s : e + 1] - a  # this block's pairs of each passage (CSR over pq[a:b])
-            out[order[a:b]] = _block_pair_scores(Qs, firsts, q_len, vecs, lens, pq[a:b], owners)
+            out[order[a:b]] = _block_pair_scores(self.codec, queries, block, pq[a:b], owners)
         return out
+
+
+class TokenBlock(NamedTuple):
+    """The stored tokens of consecutive passages: codes, packed residuals, scale offsets, passage lengths."""
+
+    codes: torch.Tensor
+    packed: torch.Tensor
+    offsets: torch.Tensor
+    lens: torch.Tensor
+
+    def decompress(self, codec: ResidualCodec) -> torch.Tensor:
+        return codec.decompress(self.codes, self.packed, self.offsets)
+
+
+class _Queries(NamedTuple):
+    """The scored tokens of a batch of queries (query ``i``: rows ``firsts[i]:firsts[i] + q_len[i]`` of ``Qs``)
+    and their centroid scores, transposed (``S_T [K, T]``)."""
+
+    Qs: torch.Tensor
+    S_T: torch.Tensor
+    firsts: torch.Tensor
+    q_len: torch.Tensor
 
 
 def _take_columns(S_q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -263,38 +304,42 @@ def _take_columns(S_q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 
 
 def _block_pair_scores(
-    Qs: torch.Tensor, firsts: torch.Tensor, q_len: torch.Tensor, vecs: torch.Tensor, lens: torch.Tensor,
-    pq: torch.Tensor, owners: torch.Tensor,
+    codec: ResidualCodec, queries_: _Queries, block: TokenBlock, pq: torch.Tensor, owners: torch.Tensor
 ) -> torch.Tensor:
-    """Scores of one decompressed block's pairs (grouped by passage: passage ``d`` has the pairs
-    ``owners[d]:owners[d + 1]`` of ``pq``, their queries). One GEMM against every query the block concerns
-    when that wastes little (always with one query), else one GEMM per passage against its own queries."""
+    """Scores of one block's pairs (grouped by passage: passage ``d`` has the pairs ``owners[d]:owners[d + 1]``
+    of ``pq``, their queries). When one GEMM against every query the block concerns wastes little (always
+    with one query): `ResidualCodec.token_scores` (no decompression); else each passage is decompressed and
+    scored by one GEMM against its own queries."""
+    Qs, S_T, firsts, q_len = queries_
+    lens = block.lens
     queries, pair_col = torch.unique(pq, return_inverse=True)
-    n_pairs, n_docs = int(pq.numel()), int(lens.numel())
+    n_docs = int(lens.numel())
     pair_doc = torch.repeat_interleave(torch.arange(n_docs, device=pq.device), owners[1:] - owners[:-1])
-    dense_cost = int(vecs.shape[0]) * int(q_len[queries].sum())
+    dense_cost = int(block.codes.numel()) * int(q_len[queries].sum())
     sparse_cost = int((lens[pair_doc] * q_len[pq]).sum()) + PASSAGE_OVERHEAD * n_docs
     if dense_cost <= sparse_cost:
-        if queries.numel() == 1:
-            q0 = int(firsts[queries[0]])
-            q_tokens = Qs[q0 : q0 + int(q_len[queries[0]])]
-            tok_query = torch.zeros(q_tokens.shape[0], dtype=torch.long, device=pq.device)
+        if queries.numel() == int(q_len.numel()):  # every query of the batch: all columns, in order
+            cols: torch.Tensor | slice = slice(None)
+            tok_query = torch.repeat_interleave(torch.arange(int(q_len.numel()), device=pq.device), q_len)
         else:
-            idx, tok_query = token_ranges(firsts[queries], q_len[queries])
-            q_tokens = Qs[idx]
-        best = scoring.segment_max((vecs @ q_tokens.T).float(), lens)  # [docs, query tokens]
+            cols, tok_query = token_ranges(firsts[queries], q_len[queries])
+        centroid_part = take_rows(S_T, block.codes)  # [tokens, T]: each token's centroid's scores
+        residuals = codec.residuals(block.packed, Qs.dtype)
+        sims = codec.token_scores(residuals, centroid_part[:, cols], block.offsets, Qs[cols])
+        best = scoring.segment_max(sims, lens)  # [docs, query tokens]
         per_query = torch.zeros(n_docs, int(queries.numel()), dtype=torch.float32, device=pq.device)
         per_query.index_add_(1, tok_query, best)
         return per_query[pair_doc, pair_col]
-    # sparse: every pair's query tokens, grouped by passage (the pairs are), one small GEMM per passage
+    # sparse: each passage decompressed once, then one small GEMM against its own queries' tokens
+    vecs = block.decompress(codec)
     idx, tok_pair = token_ranges(firsts[pq], q_len[pq])
     q_tokens = Qs[idx]
     best = torch.zeros(int(idx.numel()), dtype=vecs.dtype, device=pq.device)
-    cols = torch.cumsum(q_len[pq], 0)
-    col_at = torch.cat([cols.new_zeros(1), cols])[owners].tolist()  # each passage's columns
+    cols_ = torch.cumsum(q_len[pq], 0)
+    col_at = torch.cat([cols_.new_zeros(1), cols_])[owners].tolist()  # each passage's columns
     tok_at = [0, *torch.cumsum(lens, 0).tolist()]
     for d in range(n_docs):
         c0, c1, t0, t1 = col_at[d], col_at[d + 1], tok_at[d], tok_at[d + 1]
         if c1 > c0 and t1 > t0:  # else: no pair, or an empty passage (scores 0)
             torch.amax(vecs[t0:t1] @ q_tokens[c0:c1].T, 0, out=best[c0:c1])
-    return torch.zeros(n_pairs, dtype=torch.float32, device=pq.device).index_add_(0, tok_pair, best.float())
+    return torch.zeros(int(pq.numel()), dtype=torch.float32, device=pq.device).index_add_(0, tok_pair, best.float())

@@ -19,7 +19,7 @@ import torch
 
 from ..exceptions import CorruptIndexError
 from .meta import IndexMeta, SegmentMeta
-from .packed import ranges, row_blocks, token_ranges
+from .packed import ranges, row_blocks, take_rows, token_ranges
 from .storage import NpyAppender, load_npy, save_npy
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class SegmentedArray:
         """
         starts, lens = starts.to(self.device).long(), lens.to(self.device).long()
         if len(self.parts) == 1:
-            return self.parts[0][token_ranges(starts, lens)[0]]
+            return take_rows(self.parts[0], token_ranges(starts, lens)[0])
         part = torch.searchsorted(self._bounds, starts, right=True)
         order = torch.argsort(part, stable=True)
         counts = torch.bincount(part, minlength=len(self.parts)).tolist()
@@ -134,7 +134,7 @@ class SegmentedArray:
         for p, count in enumerate(counts):
             if count:
                 sel = order[pos : pos + count]
-                pieces.append(self.parts[p][token_ranges(starts[sel] - int(self.starts[p]), lens[sel])[0]])
+                pieces.append(take_rows(self.parts[p], token_ranges(starts[sel] - int(self.starts[p]), lens[sel])[0]))
                 pos += count
         if not pieces:
             return torch.empty((0, *self.row_shape), dtype=self.dtype, device=self.device)
@@ -144,7 +144,7 @@ class SegmentedArray:
         glens = lens[order]
         first = torch.empty_like(starts)
         first[order] = torch.cumsum(glens, 0) - glens  # where each run starts in `grouped`
-        return grouped[token_ranges(first, lens)[0]]
+        return take_rows(grouped, token_ranges(first, lens)[0])
 
 
 def copy_rows(
