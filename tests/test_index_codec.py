@@ -284,20 +284,20 @@ def test_build_ivf_is_csr_of_sorted_unique_rows() -> None:
     codes = np.array([2, 0, 2, 1, 1, 1, 0, 2, 3], dtype=np.int16)
     doclens = np.array([3, 0, 3, 2, 1])  # row 1 is empty
     rows, offsets = build_ivf(codes, doclens, 5)
-    assert rows.dtype == np.int16 and offsets.dtype == np.int64  # 5 rows: 2-byte row ids
+    assert rows.dtype == np.uint16 and offsets.dtype == np.int64  # 5 rows: 2-byte row ids
     lists = [rows[offsets[c] : offsets[c + 1]].tolist() for c in range(5)]
     # tokens: row0 = [2,0,2], row2 = [1,1,1], row3 = [0,2], row4 = [3]
     assert lists == [[0, 3], [2], [0, 3], [4], []]
 
 
-def test_build_ivf_row_ids_widen_past_int16() -> None:
-    n = 40_000  # more rows than int16 holds: row ids must not wrap
-    doclens = np.ones(n, dtype=np.int64)
-    codes = (np.arange(n) % 3).astype(np.int16)
-    rows, offsets = build_ivf(codes, doclens, 3)
-    assert rows.dtype == np.int32
-    assert rows[offsets[1] : offsets[2]].tolist() == list(range(1, n, 3))
-    assert int(rows.max()) == n - 1
+def test_build_ivf_row_ids_stay_two_bytes_to_65536_rows_then_widen() -> None:
+    for n, dtype in ((40_000, np.uint16), (1 << 16, np.uint16), ((1 << 16) + 1, np.int32)):
+        doclens = np.ones(n, dtype=np.int64)
+        codes = (np.arange(n) % 3).astype(np.int16)
+        rows, offsets = build_ivf(codes, doclens, 3)
+        assert rows.dtype == dtype  # row ids never wrap
+        assert rows[offsets[1] : offsets[2]].tolist() == list(range(1, n, 3))
+        assert int(rows.max()) == n - 1
 
 
 def test_index_ivf_matches_codes(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def test_build_shapes(data: dict) -> None:
     assert plaid.kind == "plaid" and plaid.num_passages == N and plaid.num_tokens == int(data["lens"].sum())
     assert plaid.num_centroids == 2 ** int(np.floor(np.log2(16 * np.sqrt(plaid.num_tokens))))
     (segment,) = plaid.segments
-    assert segment.ivf_rows.dtype == np.int16  # 2,400 rows
+    assert segment.ivf_rows.dtype == np.uint16  # 2,400 rows
     assert segment.codes.dtype == np.int16 and segment.residuals.shape[1] == DIM * 2 // 8
     assert 0 < plaid.cluster_threshold < 2
 

@@ -335,3 +335,19 @@ def test_plaid_segments_without_stored_scales_open_and_rank_the_same(coll: dict,
     seg = merged.segments[0]
     assert seg.meta.scales and (tmp_path / "merged" / "segments" / seg.name / "norms.npy").is_file()
     _same(load_index(tmp_path / "merged").search(Q, M, 10), built.search(Q, M, 10), atol=1e-6)
+
+
+def test_segments_with_the_wider_dtypes_of_earlier_versions_open_and_rank_the_same(coll: dict, tmp_path: Path) -> None:
+    """Earlier versions wrote int64 ``doclens.npy``/``pids.npy`` and int16 IVF row ids; they still open, to the
+    same results, and new segments are written narrow (int32, uint16)."""
+    v, lens, Q, M = coll["v"], coll["lens"], coll["Q"], coll["M"]
+    built = build_index(tmp_path / "built", _slice(v, lens, 0, 300), dim=DIM, index_type="plaid")
+    seg = tmp_path / "built" / "segments" / "seg-000001"
+    assert np.load(seg / "doclens.npy").dtype == np.int32 and np.load(seg / "pids.npy").dtype == np.int32
+    assert np.load(seg / "ivf_rows.npy").dtype == np.uint16
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "built", old)
+    for name, dtype in (("doclens.npy", np.int64), ("pids.npy", np.int64), ("ivf_rows.npy", np.int16)):
+        path = old / "segments" / "seg-000001" / name
+        np.save(path, np.load(path).astype(dtype))
+    _same(load_index(old).search(Q, M, 10), built.search(Q, M, 10), atol=0)

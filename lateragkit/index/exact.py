@@ -18,8 +18,8 @@ from .. import scoring
 from .base import PassageIndex, SearchResult, as_tensor
 from .meta import IndexMeta, SegmentMeta
 from .registry import register
-from .segments import Segment, SegmentedArray
-from .storage import load_npy, save_npy
+from .segments import Segment, SegmentedArray, save_rows
+from .storage import load_npy
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ class ExactIndex(PassageIndex):
         device: torch.device, *, grow: bool, show_progress: bool = False,
     ) -> tuple[Segment, Any, IndexMeta]:
         os.replace(spill, folder / "vectors.npy")  # the spilled vectors are the segment's vectors
-        save_npy(folder / "doclens.npy", doclens.astype(np.int64))
-        save_npy(folder / "pids.npy", pids.astype(np.int64))
+        save_rows(folder, doclens, pids)
         seg_meta = SegmentMeta(folder.name, int(doclens.size), int(doclens.sum()))
         return ExactSegment(folder, seg_meta, meta, device), shared, meta
 

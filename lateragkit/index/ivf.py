@@ -12,21 +12,27 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .packed import token_ranges
+from .packed import take_rows, token_ranges
 
-__all__ = ["id_dtype", "build_ivf", "SegmentedIVF"]
+__all__ = ["id_dtype", "row_dtype", "build_ivf", "SegmentedIVF"]
 
 # tokens whose (code, row) keys are sorted per step while building lists
 _BUILD_STEP = 1 << 20
 
 
 def id_dtype(count: int) -> type:
-    """Dtype of ids in [0, count) on disk (centroid codes, IVF row ids): 2 bytes while they fit, else 4."""
+    """Dtype of centroid codes in [0, count) on disk: int16 while they fit, else int32."""
     return np.int16 if count <= 1 << 15 else np.int32
 
 
+def row_dtype(count: int) -> type:
+    """Dtype of IVF row ids in [0, count) on disk: uint16 while they fit, else int32 (only read through numpy
+    and torch indexing, which handle uint16; codes stay signed: torch does not promote int16 with uint16)."""
+    return np.uint16 if count <= 1 << 16 else np.int32
+
+
 def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR inverted lists: centroid -> sorted unique rows. Returns `(rows [id_dtype], int64 offsets [K + 1])`."""
+    """CSR inverted lists: centroid -> sorted unique rows. Returns `(rows [row_dtype], int64 offsets [K + 1])`."""
     R = int(doclens.size)
     starts = np.zeros(R + 1, dtype=np.int64)
     np.cumsum(doclens, out=starts[1:])
@@ -42,7 +48,7 @@ def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int) -> tup
     cells = keys_all // max(R, 1)
     offsets = np.zeros(num_centroids + 1, dtype=np.int64)
     np.cumsum(np.bincount(cells, minlength=num_centroids), out=offsets[1:])
-    return (keys_all % max(R, 1)).astype(id_dtype(R)), offsets
+    return (keys_all % max(R, 1)).astype(row_dtype(R)), offsets
 
 
 class SegmentedIVF:
@@ -59,7 +65,7 @@ class SegmentedIVF:
         for (ivf_rows, offsets), first in zip(self.lists_, self.row_starts, strict=True):
             starts = offsets[cells]
             idx, pos = token_ranges(starts, offsets[cells + 1] - starts)
-            rows.append(ivf_rows[idx].long() + first)
+            rows.append(take_rows(ivf_rows, idx).long() + first)
             which.append(pos)
         if not rows:
             empty = torch.zeros(0, dtype=torch.long, device=cells.device)

@@ -6,7 +6,7 @@ Files of a version (besides `metadata.json` and `tombstones.npy`, see `base`):
   ``codec/bucket_weights.npy`` (float32 [2^nbits - 1] / [2^nbits]);
 - per segment ``segments/seg-NNNNNN/``: ``doclens.npy``, ``pids.npy``, ``codes.npy`` (int16 while
   K <= 32,768, else int32, one per token), ``residuals.npy`` (uint8 [tokens, dim*nbits/8], colbert-ai bit
-  layout), ``ivf_rows.npy`` (local row ids, int16 up to 32,768 rows, else int32) + ``ivf_offsets.npy``
+  layout), ``ivf_rows.npy`` (local row ids, uint16 up to 65,536 rows, else int32) + ``ivf_offsets.npy``
   (int64 [K_seg + 1]): for each centroid the sorted unique rows having a token with that code (CSR),
   ``norms.npy`` (float16 [tokens]: each token's decompression scale minus one,
   `ResidualCodec.scale_offsets`; segments written before it existed get it computed when the index opens).
@@ -28,13 +28,13 @@ import torch
 from ..exceptions import CorruptIndexError
 from .base import PassageIndex, as_tensor
 from .codec import COARSE_FILE, CODEC_DIR, CODEC_FILES, NORMS_FILE, ResidualCodec, StoredCodec, check_nbits
-from .ivf import SegmentedIVF, id_dtype
+from .ivf import SegmentedIVF, row_dtype
 from .meta import IndexMeta, SegmentMeta
 from .plaid_build import DEFAULT_NBITS, compress_into, grow_codec, train_codec, write_ivf
 from .plaid_search import PlaidSearch, plaid_params
 from .registry import register
-from .segments import Segment, SegmentedArray, file_identity
-from .storage import link_or_copy, load_npy, save_npy
+from .segments import Segment, SegmentedArray, file_identity, save_rows
+from .storage import link_or_copy, load_npy
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ class PlaidSegment(Segment):
             folder / "residuals.npy", dtype=np.uint8, shape=(self.num_tokens, index.dim * nbits // 8)
         )
         self.ivf_offsets = load_npy(folder / "ivf_offsets.npy", dtype=np.int64, shape=(K + 1,), mmap=False)
-        # int32 is always read; int16 only where it fits
-        rows_dtypes = (np.int16, np.int32) if id_dtype(self.rows) == np.int16 else (np.int32,)
+        # int32 is always read; 2-byte ids only where they fit (uint16 since issue 14, int16 before)
+        rows_dtypes = (np.uint16, np.int16, np.int32) if row_dtype(self.rows) == np.uint16 else (np.int32,)
         self.ivf_rows = load_npy(folder / "ivf_rows.npy", dtype=rows_dtypes, shape=(None,))
         off = self.ivf_offsets
         if int(off[0]) != 0 or int(off[-1]) != self.ivf_rows.shape[0] or np.any(np.diff(off) < 0):
@@ -81,7 +81,8 @@ class PlaidSegment(Segment):
         # CPU: views over the memory maps (pages load on demand); accelerator: resident copies.
         self._codes = as_tensor(self.codes, device)
         self._residuals = as_tensor(self.residuals, device)
-        self._ivf_rows = as_tensor(self.ivf_rows, device)
+        # accelerators: int32 (torch's uint16 support there is partial)
+        self._ivf_rows = as_tensor(self.ivf_rows if device.type == "cpu" else self.ivf_rows.astype(np.int32), device)
         self._offsets: dict[int, torch.Tensor] = {}
         self._norm_tensor: torch.Tensor | None = None
         self._seal(folder)
@@ -202,8 +203,7 @@ class PlaidIndex(PlaidSearch):
         del vectors
         K = shared.num_centroids
         write_ivf(folder, doclens, K)
-        save_npy(folder / "doclens.npy", doclens.astype(np.int64))
-        save_npy(folder / "pids.npy", pids.astype(np.int64))
+        save_rows(folder, doclens, pids)
         meta = meta.replace(codec=shared.meta)
         seg_meta = SegmentMeta(folder.name, int(doclens.size), int(doclens.sum()), K, scales=True)
         return PlaidSegment(folder, seg_meta, meta, device), shared, meta

@@ -24,7 +24,7 @@ from .storage import NpyAppender, load_npy, save_npy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Segment", "SegmentedArray", "file_identity", "copy_rows"]
+__all__ = ["Segment", "SegmentedArray", "file_identity", "copy_rows", "save_rows"]
 
 _REBUILD = "the index must be rebuilt"
 # Tokens copied per step when segments are merged (bounded memory whatever their size).
@@ -54,8 +54,11 @@ class Segment:
         self.name = meta.name
         self.rows = meta.rows
         self.device = device
-        self.doclens = load_npy(folder / "doclens.npy", dtype=np.int64, shape=(meta.rows,), mmap=False)
-        self.pids = load_npy(folder / "pids.npy", dtype=np.int64, shape=(meta.rows,), mmap=False)
+        # int32 on disk since issue 14 (int64 from earlier versions); int64 in memory
+        self.doclens = load_npy(folder / "doclens.npy", dtype=(np.int32, np.int64), shape=(meta.rows,),
+                                mmap=False).astype(np.int64, copy=False)
+        self.pids = load_npy(folder / "pids.npy", dtype=(np.int32, np.int64), shape=(meta.rows,),
+                             mmap=False).astype(np.int64, copy=False)
         if meta.rows and (int(self.doclens.min()) < 0 or int(self.pids[0]) < 0 or np.any(np.diff(self.pids) <= 0)):
             raise CorruptIndexError(
                 f"{folder / 'pids.npy'} or {folder / 'doclens.npy'} holds invalid values; {_REBUILD}"
@@ -171,6 +174,12 @@ def copy_rows(
     empty = np.zeros(0, dtype=np.int64)
     doclens = np.concatenate([seg.doclens[k] for seg, k in zip(segments, keeps, strict=True)] or [empty])
     pids = np.concatenate([seg.pids[k] for seg, k in zip(segments, keeps, strict=True)] or [empty])
-    save_npy(folder / "doclens.npy", doclens.astype(np.int64))
-    save_npy(folder / "pids.npy", pids.astype(np.int64))
+    save_rows(folder, doclens, pids)
     return doclens, pids
+
+
+def save_rows(folder: Path, doclens: np.ndarray, pids: np.ndarray) -> None:
+    """Write a segment's ``doclens.npy`` and ``pids.npy``: int32 (int64 for pids beyond its range)."""
+    save_npy(folder / "doclens.npy", doclens.astype(np.int32))
+    wide = pids.size and int(pids.max()) > np.iinfo(np.int32).max
+    save_npy(folder / "pids.npy", pids.astype(np.int64 if wide else np.int32))
