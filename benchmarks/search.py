@@ -334,8 +334,9 @@ def main() -> None:
             f"- {'within' if ok else 'above'}: {what} ({detail})" for what, ok, detail in info)
     notes = [
         "Bytes/token: 4 + dim·nbits/8 is colbert-ai's per-token cost (a 4-byte code and the packed residual), "
-        "so the target is checked on the files that grow with the collection (codes int16, packed residuals, IVF "
-        "with int16 row ids, doclens, pids, tombstones); the 'all files' column adds the fp16 centroid table "
+        "so the target is checked on the files that grow with the collection (codes int16, packed residuals, "
+        "per-token scales float16, IVF with 2-byte row ids, doclens, pids, tombstones); the 'all files' column "
+        "adds the fp16 centroid table "
         "(K × dim × 2 bytes, a fixed cost whose share falls as 1/sqrt(tokens)). K is colbert-ai's "
         "2^floor(log2(16·sqrt(tokens))): with a quarter of it the table costs 2.5 instead of 10 B/token here, but "
         "at the default search parameters nDCG@10 drops by 0.014 (0.7042 vs 0.7186), and ndocs=512 is needed to "

@@ -268,6 +268,25 @@ def test_batch_with_empty_and_restricted_queries_matches_one_at_a_time(data: dic
     assert batch[2][1].size == 0 and batch[3][1].size == 0 and sorted(batch[1][1].tolist()) == [5, 6, 7]
 
 
+@pytest.mark.parametrize("shared", [0.0, float("inf")])
+@pytest.mark.parametrize("k", [10, 100])
+def test_batch_exact_stage_shared_or_per_query_gives_one_at_a_time_results(
+    data: dict, monkeypatch: pytest.MonkeyPatch, shared: float, k: int
+) -> None:
+    """Both ways of a batch's exact stage (pooled passages read once, dense or per-passage GEMMs; or each query
+    alone) give each query's one-at-a-time results."""
+    from lateragkit.index import plaid_search
+
+    plaid, Q, M = data["plaid"], data["Q"][:8], data["M"][:8]
+    alone = [plaid.search(Q[i : i + 1], M[i : i + 1], k)[0] for i in range(8)]
+    for overhead in (0, 10**9):  # the block's dense GEMM, or one small GEMM per passage
+        monkeypatch.setattr(plaid_search, "SHARED_PAIRS", shared)
+        monkeypatch.setattr(plaid_search, "PASSAGE_OVERHEAD", overhead)
+        for (s1, p1), (s2, p2) in zip(plaid.search(Q, M, k), alone, strict=True):
+            np.testing.assert_array_equal(p1, p2)
+            np.testing.assert_allclose(s1, s2, rtol=0, atol=1e-5)
+
+
 def test_positions_of_listed_rows_by_map_and_by_binary_search(data: dict) -> None:
     plaid = data["plaid"]
     rng = np.random.default_rng(5)

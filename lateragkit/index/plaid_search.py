@@ -22,6 +22,8 @@ ranks exactly as one segment holding the same rows with the same codec.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -225,27 +227,28 @@ class PlaidSearch(PassageIndex):
     ) -> list[torch.Tensor]:
         """Stage 4 for a batch: exact MaxSim of each query's candidate rows (``cands[i]``, None: no search)
         against its scored tokens ``Qs[firsts[i]:firsts[i + 1]]`` (``S_all``: their centroid scores, `[T, K]`);
-        one score tensor per query, aligned with its rows. Each distinct passage's tokens are read once,
-        whatever the number of queries having it."""
+        one score tensor per query, aligned with its rows. When the queries share passages (at least
+        ``SHARED_PAIRS`` pairs per distinct passage), each distinct passage's tokens are read once, whatever the
+        number of queries having it; else each query is scored alone."""
         out = [torch.zeros(0 if c is None else c.numel(), dtype=torch.float32, device=self.device) for c in cands]
         which = [i for i, c in enumerate(cands) if c is not None and c.numel()]
         parts = [c for c in cands if c is not None and c.numel()]
         if not parts:
             return out
         sizes = [int(c.numel()) for c in parts]
-        if len(which) > 1 and sum(sizes) < SHARED_PAIRS * int(torch.unique(torch.cat(parts)).numel()):
-            # the queries share few passages: each alone (the dense path) is faster than per-passage GEMMs
-            for i in which:
-                f, e = firsts[i], firsts[i + 1]
-                out[i] = self._exact_scores(Qs[f:e], S_all[f:e], [0, e - f], [cands[i]])[0]
-            return out
-        pair_query = torch.repeat_interleave(torch.tensor(which, device=self.device),
-                                             torch.tensor(sizes, device=self.device))
         if len(which) == 1:  # one query: its candidates are distinct rows already
             union = parts[0]
             inverse = torch.arange(sizes[0], device=self.device)
         else:
             union, inverse = torch.unique(torch.cat(parts), return_inverse=True)
+            if sum(sizes) < SHARED_PAIRS * int(union.numel()):
+                # the queries share few passages: each alone (the dense path) beats per-passage GEMMs
+                for i in which:
+                    f, e = firsts[i], firsts[i + 1]
+                    out[i] = self._exact_scores(Qs[f:e], S_all[f:e], [0, e - f], [cands[i]])[0]
+                return out
+        pair_query = torch.repeat_interleave(torch.tensor(which, device=self.device),
+                                             torch.tensor(sizes, device=self.device))
         scores = self._pair_scores(Qs, S_all, torch.tensor(firsts, device=self.device), union, inverse, pair_query)
         for i, sc in zip(which, torch.split(scores, sizes), strict=True):
             out[i] = sc
@@ -264,7 +267,7 @@ class PlaidSearch(PassageIndex):
         q_len = firsts[1:] - firsts[:-1]
         pq = pair_query[order]
         out = torch.zeros(pair_query.numel(), dtype=torch.float32, device=self.device)
-        queries = _Queries(Qs, S.T.contiguous(), firsts, q_len)
+        queries = _Queries(Qs, S, firsts, q_len)
         for s, e in scoring.document_blocks(self._doclens[union], EXACT_TOKENS):
             block = self._token_block(union[s:e])
             a, b = bounds[s], bounds[e]
@@ -285,14 +288,21 @@ class TokenBlock(NamedTuple):
         return codec.decompress(self.codes, self.packed, self.offsets)
 
 
-class _Queries(NamedTuple):
+@dataclasses.dataclass
+class _Queries:
     """The scored tokens of a batch of queries (query ``i``: rows ``firsts[i]:firsts[i] + q_len[i]`` of ``Qs``)
-    and their centroid scores, transposed (``S_T [K, T]``)."""
+    and their centroid scores ``S [T, K]``."""
 
     Qs: torch.Tensor
-    S_T: torch.Tensor
+    S: torch.Tensor
     firsts: torch.Tensor
     q_len: torch.Tensor
+
+    @functools.cached_property
+    def S_T(self) -> torch.Tensor:
+        """``S`` transposed (`[K, T]`, contiguous: a token's centroid scores are one row), made when first
+        needed (a batch scored per passage never needs it, and it is as large as ``S``)."""
+        return self.S.T.contiguous()
 
 
 def _take_columns(S_q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -310,7 +320,7 @@ def _block_pair_scores(
     of ``pq``, their queries). When one GEMM against every query the block concerns wastes little (always
     with one query): `ResidualCodec.token_scores` (no decompression); else each passage is decompressed and
     scored by one GEMM against its own queries."""
-    Qs, S_T, firsts, q_len = queries_
+    Qs, firsts, q_len = queries_.Qs, queries_.firsts, queries_.q_len
     lens = block.lens
     queries, pair_col = torch.unique(pq, return_inverse=True)
     n_docs = int(lens.numel())
@@ -323,7 +333,7 @@ def _block_pair_scores(
             tok_query = torch.repeat_interleave(torch.arange(int(q_len.numel()), device=pq.device), q_len)
         else:
             cols, tok_query = token_ranges(firsts[queries], q_len[queries])
-        centroid_part = take_rows(S_T, block.codes)  # [tokens, T]: each token's centroid's scores
+        centroid_part = take_rows(queries_.S_T, block.codes)  # [tokens, T]: each token's centroid's scores
         residuals = codec.residuals(block.packed, Qs.dtype)
         sims = codec.token_scores(residuals, centroid_part[:, cols], block.offsets, Qs[cols])
         best = scoring.segment_max(sims, lens)  # [docs, query tokens]
