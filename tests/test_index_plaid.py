@@ -287,6 +287,36 @@ def test_batch_exact_stage_shared_or_per_query_gives_one_at_a_time_results(
             np.testing.assert_allclose(s1, s2, rtol=0, atol=1e-5)
 
 
+def test_stage_blocks_on_several_threads_give_the_same_results(data: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With torch on two threads the blocks of stages 3 and 4 run on a pool (`index/blocks.py`); results are
+    those of the plain loop, one query or a batch."""
+    from lateragkit.index import blocks, plaid_search
+
+    plaid, Q, M = data["plaid"], data["Q"][:6], data["M"][:6]
+    monkeypatch.setattr(plaid_search, "EXACT_TOKENS", 256)  # many blocks
+    monkeypatch.setattr(plaid_search, "STAGE_TOKENS", 256)
+    loop = [plaid.search(Q, M, 100), plaid.search(Q[:1], M[:1], 100)]
+    pooled: list[int] = []
+    original = blocks._executor
+
+    def spy(workers: int):  # type: ignore[no-untyped-def]
+        pooled.append(workers)
+        return original(workers)
+
+    monkeypatch.setattr(blocks, "_executor", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pool = [plaid.search(Q, M, 100), plaid.search(Q[:1], M[:1], 100)]
+    finally:
+        torch.set_num_threads(threads)
+    assert pooled and set(pooled) == {2}
+    for a, b in zip(loop, pool, strict=True):
+        for (s1, p1), (s2, p2) in zip(a, b, strict=True):
+            np.testing.assert_array_equal(p1, p2)
+            np.testing.assert_allclose(s1, s2, rtol=0, atol=1e-6)  # a GEMM may split its work otherwise
+
+
 def test_positions_of_listed_rows_by_map_and_by_binary_search(data: dict) -> None:
     plaid = data["plaid"]
     rng = np.random.default_rng(5)

@@ -31,6 +31,7 @@ import torch
 
 from .. import scoring
 from .base import PassageIndex, SearchResult
+from .blocks import map_blocks
 from .codec import ResidualCodec
 from .ivf import SegmentedIVF
 from .packed import take_rows, token_ranges
@@ -203,12 +204,15 @@ class PlaidSearch(PassageIndex):
         lens = self._doclens[rows]
         codes = self._codes.take_runs(self._tok_offsets[rows], lens)  # int16/int32: a few bytes per token
         tok_at = [0, *torch.cumsum(lens, 0).tolist()]
-        out = torch.empty(rows.numel(), dtype=torch.float32, device=self.device)
-        for start, end in scoring.document_blocks(lens, STAGE_TOKENS):
+
+        def block(run: tuple[int, int]) -> torch.Tensor:
+            start, end = run
             scores = _take_columns(S_q, codes[tok_at[start] : tok_at[end]])  # [lq, tokens]
             best = scoring.segment_max(scores, lens[start:end], empty=float("-inf"), axis=1)
-            out[start:end] = best.T.contiguous().sum(1)  # summed in query-token order, as MaxSim sums
-        return out
+            return best.T.contiguous().sum(1)  # summed in query-token order, as MaxSim sums
+
+        parts = map_blocks(block, list(scoring.document_blocks(lens, STAGE_TOKENS)))
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float32, device=self.device)
 
     def _token_block(self, rows: torch.Tensor) -> TokenBlock:
         """The stored tokens of the passages at ``rows``, gathered across segments."""
@@ -268,11 +272,16 @@ class PlaidSearch(PassageIndex):
         pq = pair_query[order]
         out = torch.zeros(pair_query.numel(), dtype=torch.float32, device=self.device)
         queries = _Queries(Qs, S, firsts, q_len)
-        for s, e in scoring.document_blocks(self._doclens[union], EXACT_TOKENS):
-            block = self._token_block(union[s:e])
-            a, b = bounds[s], bounds[e]
+
+        def block(run: tuple[int, int]) -> torch.Tensor:
+            s, e = run
+            a = bounds[s]
             owners = by_passage[s : e + 1] - a  # this block's pairs of each passage (CSR over pq[a:b])
-            out[order[a:b]] = _block_pair_scores(self.codec, queries, block, pq[a:b], owners)
+            return _block_pair_scores(self.codec, queries, self._token_block(union[s:e]), pq[a : bounds[e]], owners)
+
+        runs = list(scoring.document_blocks(self._doclens[union], EXACT_TOKENS))
+        for (s, e), scores in zip(runs, map_blocks(block, runs), strict=True):
+            out[order[bounds[s] : bounds[e]]] = scores
         return out
 
 
