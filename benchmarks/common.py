@@ -1,9 +1,22 @@
-"""Helpers every benchmark script shares (the RESULTS.md writer is `results_file`)."""
+"""Helpers every benchmark script shares (the RESULTS.md writer is `results_file`).
+
+Importing it puts this checkout first on ``sys.path`` (the scripts run from a checkout without installing) and
+names the folders they use: ``HERE`` (benchmarks/), ``REPO`` and ``DATA`` (the shared collections,
+``$LATERAGKIT_DATA`` or ``../shared/data``).
+"""
 from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import os
 import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
 
 
 def minilm_path() -> str:

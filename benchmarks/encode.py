@@ -23,15 +23,10 @@ from typing import Any
 
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
-from common import minilm_path  # noqa: E402  (benchmarks/common.py)
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+from common import DATA, HERE, minilm_path  # noqa: E402  (benchmarks/common.py)
 
 from lateragkit.models import load_encoder  # noqa: E402
 
-DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Encoding"
 

@@ -45,16 +45,11 @@ from typing import Any
 import numpy as np
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
-from common import minilm_path, percentile  # noqa: E402  (benchmarks/common.py)
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+from common import DATA, HERE, REPO, minilm_path, percentile  # noqa: E402  (benchmarks/common.py)
 
 from lateragkit import RAGPretrainedModel  # noqa: E402
 from lateragkit.evaluation import corpus_text, load_beir  # noqa: E402
 
-DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
 CACHE = HERE / "cache" / "facade"
 SEARCH_CACHE = HERE / "cache" / "search"  # benchmarks/search.py's cached document vectors
 DOC_MAXLEN = 256  # as benchmarks/search.py

@@ -36,18 +36,13 @@ from typing import Any
 import numpy as np
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
-from common import minilm_path  # noqa: E402  (benchmarks/common.py)
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+from common import DATA, HERE, minilm_path  # noqa: E402  (benchmarks/common.py)
 
 from lateragkit import scoring  # noqa: E402
 from lateragkit.bm25 import Bm25Config, Bm25Segment, bm25_search, tokenize  # noqa: E402
 from lateragkit.evaluation import corpus_text, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
 from lateragkit.fusion import DEFAULT_ALPHA, DEFAULT_METHOD, RRF_K, fuse  # noqa: E402
 
-DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
 CACHE = HERE / "cache" / "hybrid"
 SEARCH_CACHE = HERE / "cache" / "search"
 RUNS = CACHE / "runs"  # late-interaction top-k per query (cached) and the BM25 segment, per set

@@ -33,11 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
+from common import DATA, HERE, REPO  # noqa: E402  (benchmarks/common.py: the checkout first on sys.path)
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
 CACHE = HERE / "cache" / "memory"
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Memory"

@@ -34,17 +34,12 @@ from typing import Any
 import numpy as np
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
-from common import minilm_path  # noqa: E402  (benchmarks/common.py)
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+from common import DATA, HERE, minilm_path  # noqa: E402  (benchmarks/common.py)
 
 from lateragkit import scoring  # noqa: E402
 from lateragkit.evaluation import corpus_text, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
 from lateragkit.index import build_index  # noqa: E402
 
-DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
 CACHE = HERE / "cache" / "search"
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Search"

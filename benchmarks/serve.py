@@ -36,16 +36,11 @@ from typing import Any
 import httpx
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
-from common import minilm_path, percentile  # noqa: E402  (benchmarks/common.py)
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+from common import DATA, HERE, minilm_path, percentile  # noqa: E402  (benchmarks/common.py)
 
 from lateragkit import RAGPretrainedModel  # noqa: E402
 from lateragkit.evaluation import corpus_text, load_beir  # noqa: E402
 
-DATA = Path(os.environ.get("LATERAGKIT_DATA", REPO.parent / "shared" / "data"))
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Serve"
 INDEX_NAME = "serve-bench"

@@ -38,10 +38,7 @@ from typing import Any
 import numpy as np
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+from common import HERE  # noqa: E402  (benchmarks/common.py: the checkout first on sys.path)
 
 from lateragkit.evaluation import ndcg_at_k  # noqa: E402
 from lateragkit.index import PassageIndex, build_index, load_index  # noqa: E402
