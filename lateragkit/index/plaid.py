@@ -77,7 +77,6 @@ class PlaidSegment(Segment):
             self.norms = load_npy(folder / NORMS_FILE, dtype=np.float16, shape=(self.num_tokens,))
             if not np.all(np.isfinite(self.norms)) or (self.num_tokens and float(self.norms.min()) <= -1):
                 raise CorruptIndexError(f"{folder / NORMS_FILE} holds non-finite or non-positive scales; {_REBUILD}")
-        self._norms_stored = self.norms is not None
         # CPU: views over the memory maps (pages load on demand); accelerator: resident copies.
         self._codes = as_tensor(self.codes, device)
         self._residuals = as_tensor(self.residuals, device)
@@ -88,7 +87,7 @@ class PlaidSegment(Segment):
         self._seal(folder)
 
     def files(self) -> tuple[str, ...]:
-        return self.FILES + ((NORMS_FILE,) if self._norms_stored else ())
+        return self.FILES + ((NORMS_FILE,) if self.meta.scales else ())
 
     def token_arrays(self) -> dict[str, np.ndarray]:
         if self.norms is None:
