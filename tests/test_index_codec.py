@@ -14,7 +14,7 @@ import torch
 
 from lateragkit.index import build_index
 from lateragkit.index.codec import ResidualCodec, bucket_tables, check_nbits, quantile_buckets
-from lateragkit.index.ivf import build_ivf
+from lateragkit.index.ivf import build_ivf, passage_codes
 from lateragkit.index.kmeans import CentroidAssigner, train_centroids
 
 
@@ -288,6 +288,22 @@ def test_build_ivf_is_csr_of_sorted_unique_rows() -> None:
     lists = [rows[offsets[c] : offsets[c + 1]].tolist() for c in range(5)]
     # tokens: row0 = [2,0,2], row2 = [1,1,1], row3 = [0,2], row4 = [3]
     assert lists == [[0, 3], [2], [0, 3], [4], []]
+
+
+def test_passage_codes_turn_the_lists_around_into_each_rows_distinct_codes() -> None:
+    codes = np.array([2, 0, 2, 1, 1, 1, 0, 2, 3], dtype=np.int16)
+    doclens = np.array([3, 0, 3, 2, 1])  # row 1 is empty
+    pcodes, offsets = passage_codes(*build_ivf(codes, doclens, 5), num_rows=5)
+    assert offsets.tolist() == [0, 2, 2, 3, 5, 6]
+    # tokens: row0 = [2,0,2], row2 = [1,1,1], row3 = [0,2], row4 = [3]: distinct and ascending
+    assert [pcodes[offsets[r] : offsets[r + 1]].tolist() for r in range(5)] == [[0, 2], [], [1], [0, 2], [3]]
+    rng = np.random.default_rng(5)
+    doclens = rng.integers(0, 40, 300)
+    codes = rng.integers(0, 700, int(doclens.sum())).astype(np.int16)
+    pcodes, offsets = passage_codes(*build_ivf(codes, doclens, 700), num_rows=300)
+    starts = np.concatenate([[0], np.cumsum(doclens)])
+    for r in range(300):
+        assert pcodes[offsets[r] : offsets[r + 1]].tolist() == np.unique(codes[starts[r] : starts[r + 1]]).tolist()
 
 
 def test_build_ivf_row_ids_stay_two_bytes_to_65536_rows_then_widen() -> None:

@@ -175,6 +175,28 @@ def test_pruned_interaction_equals_scanning_each_candidates_codes(data: dict) ->
     assert (got > 0).any() and (got == 0).any()
 
 
+def test_full_centroid_interaction_over_distinct_codes_equals_scanning_every_token(tmp_path) -> None:
+    """Stage 3 reads each passage's distinct codes (the inverted lists turned around); it must score exactly
+    as the maximum over all its tokens' codes, across segments, with empty passages at -inf."""
+    v, lens, _ = make_collection(500, DIM, seed=31)
+    keep = np.repeat(~np.isin(np.arange(500), [3, 250]), lens)
+    v, lens = v[keep], np.where(np.isin(np.arange(500), [3, 250]), 0, lens)  # two empty passages
+    starts = np.concatenate([[0], np.cumsum(lens)])
+    index = build_index(tmp_path / "v0", chunked(v[: starts[300]], lens[:300], 100), dim=DIM, index_type="plaid")
+    index, _ = index.add(tmp_path / "v1", chunked(v[starts[300] : starts[500]], lens[300:], 100))
+    assert index.num_segments == 2
+    q = torch.from_numpy(np.random.default_rng(1).standard_normal((12, DIM)).astype(np.float32))
+    S = q @ index.codec.centroids.float().T  # [lq, K]
+    rows = torch.from_numpy(np.random.default_rng(2).permutation(500)[:400])  # both segments, unsorted
+    got = index._centroid_interaction(rows, S)
+    expected = []
+    for r in rows.tolist():
+        c = index._codes.take_runs(index._tok_offsets[r : r + 1], index._doclens[r : r + 1]).long()
+        expected.append(float(S[:, c].amax(1).sum()) if c.numel() else float("-inf"))
+    assert torch.equal(got, torch.tensor(expected, dtype=torch.float32))
+    assert (got == float("-inf")).sum() == int(np.isin(rows.numpy(), [3, 250]).sum())
+
+
 # --------------------------------------------------------------------------------------------------
 # the exact stage: blocked decompression, shared by a batch, equal to MaxSim over decompressed vectors
 # --------------------------------------------------------------------------------------------------

@@ -306,6 +306,13 @@ def test_segmented_array_gathers_like_one_array() -> None:
     expected = torch.cat([whole[s : s + n] for s, n in zip(starts.tolist(), lens.tolist(), strict=True)])
     assert torch.equal(arr.take_runs(starts, lens), expected)
     assert torch.equal(arr.take_runs(torch.tensor([0, 12]), torch.tensor([7, 5])), torch.cat([whole[:7], whole[12:17]]))
+    # a plan is worked out once and gathers any array split into the same parts
+    floats = [torch.arange(n, dtype=torch.float32) + 100 * i for i, n in enumerate(sizes)]
+    other = SegmentedArray(floats, row_shape=(), dtype=torch.float32, device=torch.device("cpu"))
+    plan = arr.plan_runs(starts, lens)
+    assert torch.equal(arr.gather(plan), expected)
+    assert torch.equal(other.gather(plan), other.take_runs(starts, lens))
+    assert torch.equal(other.gather(plan)[:4], torch.tensor([300.0, 301, 302, 303]))  # run [12, 16): part 3
     assert arr.take(torch.zeros(0, dtype=torch.long)).shape == (0, 3)
     # codes of segments written before and after the codebook passed 32,768 centroids: the wider dtype
     mixed = SegmentedArray([torch.tensor([1, 2], dtype=torch.int16), torch.tensor([40_000], dtype=torch.int32)],

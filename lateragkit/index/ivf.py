@@ -14,7 +14,7 @@ import torch
 
 from .packed import take_rows, token_ranges
 
-__all__ = ["id_dtype", "row_dtype", "build_ivf", "SegmentedIVF"]
+__all__ = ["id_dtype", "row_dtype", "build_ivf", "passage_codes", "SegmentedIVF"]
 
 # tokens whose (code, row) keys are sorted per step while building lists
 _BUILD_STEP = 1 << 20
@@ -49,6 +49,19 @@ def build_ivf(codes: np.ndarray, doclens: np.ndarray, num_centroids: int) -> tup
     offsets = np.zeros(num_centroids + 1, dtype=np.int64)
     np.cumsum(np.bincount(cells, minlength=num_centroids), out=offsets[1:])
     return (keys_all % max(R, 1)).astype(row_dtype(R)), offsets
+
+
+def passage_codes(rows: np.ndarray, offsets: np.ndarray, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The lists turned around: each row's distinct codes, ascending (CSR: `(codes [id_dtype], int64 offsets
+    [num_rows + 1])`). The lists hold each (code, row) pair once, so these are exactly the distinct codes of the
+    row's tokens: the full centroid interaction of search reads them instead of every token's code (about
+    half as many values, the rest being repeats of a code within a passage)."""
+    counts = np.diff(offsets)
+    codes: np.ndarray = np.repeat(np.arange(counts.size, dtype=id_dtype(max(counts.size, 1))), counts)
+    order = np.argsort(rows, kind="stable")  # stable: ascending codes within a row (the lists are in code order)
+    row_offsets = np.zeros(num_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=num_rows), out=row_offsets[1:])
+    return codes[order], row_offsets
 
 
 class SegmentedIVF:

@@ -28,7 +28,7 @@ import torch
 from ..exceptions import CorruptIndexError
 from .base import PassageIndex, as_tensor
 from .codec import COARSE_FILE, CODEC_DIR, CODEC_FILES, NORMS_FILE, ResidualCodec, StoredCodec, check_nbits
-from .ivf import SegmentedIVF, row_dtype
+from .ivf import SegmentedIVF, passage_codes, row_dtype
 from .meta import IndexMeta, SegmentMeta
 from .plaid_build import DEFAULT_NBITS, compress_into, grow_codec, train_codec, write_ivf
 from .plaid_search import PlaidSearch, plaid_params
@@ -84,6 +84,7 @@ class PlaidSegment(Segment):
         self._ivf_rows = as_tensor(self.ivf_rows if device.type == "cpu" else self.ivf_rows.astype(np.int32), device)
         self._offsets: dict[int, torch.Tensor] = {}
         self._norm_tensor: torch.Tensor | None = None
+        self._passage_codes: tuple[torch.Tensor, np.ndarray] | None = None
         self._seal(folder)
 
     def files(self) -> tuple[str, ...]:
@@ -108,6 +109,15 @@ class PlaidSegment(Segment):
         if self._norm_tensor is None:
             self._norm_tensor = as_tensor(self.norms, self.device)
         return self._norm_tensor
+
+    def passage_codes(self) -> tuple[torch.Tensor, np.ndarray]:
+        """Each row's distinct codes (`ivf.passage_codes`: the inverted lists turned around, in memory only),
+        as `(codes on the device, int64 row offsets [rows + 1])`; made once per segment object (a reopened
+        index that reuses this segment reuses them)."""
+        if self._passage_codes is None:
+            codes, offsets = passage_codes(self.ivf_rows, self.ivf_offsets, self.rows)
+            self._passage_codes = as_tensor(codes, self.device), offsets
+        return self._passage_codes
 
     def ivf_offsets_for(self, num_centroids: int) -> torch.Tensor:
         """The segment's list offsets for an index of ``num_centroids`` (later centroids: empty lists)."""
@@ -143,6 +153,13 @@ class PlaidIndex(PlaidSearch):
                                          device=dev)
         self._norms = SegmentedArray([s.ensure_norms(self.codec) for s in segments], row_shape=(),
                                      dtype=torch.float16, device=dev)
+        pcodes = [s.passage_codes() for s in segments]
+        self._passage_codes = SegmentedArray([c for c, _ in pcodes], row_shape=(), dtype=torch.int16, device=dev)
+        firsts = self._passage_codes.starts
+        pc_offsets = np.concatenate([off[:-1] + first for (_, off), first in zip(pcodes, firsts[:-1], strict=True)]
+                                    + [firsts[-1:]])
+        self._pc_starts = torch.from_numpy(pc_offsets[:-1].copy()).to(dev)
+        self._pc_lens = torch.from_numpy(np.diff(pc_offsets)).to(dev)
         self._tok_offsets = torch.from_numpy(self.tok_offsets[:-1].copy()).to(dev)
         self._doclens = torch.from_numpy(self.doclens.copy()).to(dev)
         self._live = torch.from_numpy(~self.deleted).to(dev)

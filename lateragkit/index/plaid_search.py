@@ -5,7 +5,7 @@ Per query:
    (every segment's lists, as global rows);
 2. approximate score from the centroids of each candidate's tokens, only centroids whose best query
    score reaches ``centroid_score_threshold``; keep ``ndocs``;
-3. the same with every centroid; keep ``ndocs // 4`` (at least ``k``);
+3. the same with every centroid (over each candidate's distinct codes); keep ``ndocs // 4`` (at least ``k``);
 4. score those passages exactly: MaxSim over their decompressed tokens, computed without decompressing
    (`ResidualCodec.token_scores`: residuals @ query tokens + the stage-1 centroid scores at the codes, times
    each token's stored scale).
@@ -88,6 +88,9 @@ class PlaidSearch(PassageIndex):
     _codes: SegmentedArray
     _residuals: SegmentedArray
     _norms: SegmentedArray
+    _passage_codes: SegmentedArray
+    _pc_starts: torch.Tensor
+    _pc_lens: torch.Tensor
     _tok_offsets: torch.Tensor
     _doclens: torch.Tensor
     _live: torch.Tensor
@@ -197,17 +200,19 @@ class PlaidSearch(PassageIndex):
         return order[at[hit]], which[hit]
 
     def _centroid_interaction(self, rows: torch.Tensor, S_q: torch.Tensor) -> torch.Tensor:
-        """Stage 3: Σ_q max over each passage's tokens of the centroid score of the token's code, in blocks of
-        ``STAGE_TOKENS`` tokens. ``S_q [lq, K]``: each query token's row of centroid scores gathered at the
-        codes (`[lq, tokens]`, one contiguous row per query token: numpy's per-row maximum then vectorises;
-        3x faster on CPU than gathering `[tokens, lq]` rows), then a segmented maximum per passage."""
-        lens = self._doclens[rows]
-        codes = self._codes.take_runs(self._tok_offsets[rows], lens)  # int16/int32: a few bytes per token
-        tok_at = [0, *torch.cumsum(lens, 0).tolist()]
+        """Stage 3: Σ_q max over each passage's codes of their centroid score, in blocks of ``STAGE_TOKENS``
+        codes. Each passage's distinct codes are read (`PlaidSegment.passage_codes`, about half as many as its
+        tokens: a maximum over repeats is the same). ``S_q [lq, K]``: each query token's row of centroid
+        scores gathered at the codes (`[lq, codes]`, one contiguous row per query token: numpy's per-row
+        maximum then vectorises; 3x faster on CPU than gathering `[codes, lq]` rows), then a segmented maximum
+        per passage (an empty passage scores -inf)."""
+        lens = self._pc_lens[rows]
+        codes = self._passage_codes.take_runs(self._pc_starts[rows], lens)
+        code_at = [0, *torch.cumsum(lens, 0).tolist()]
 
         def block(run: tuple[int, int]) -> torch.Tensor:
             start, end = run
-            scores = _take_columns(S_q, codes[tok_at[start] : tok_at[end]])  # [lq, tokens]
+            scores = _take_columns(S_q, codes[code_at[start] : code_at[end]])  # [lq, codes]
             best = scoring.segment_max(scores, lens[start:end], empty=float("-inf"), axis=1)
             return best.T.contiguous().sum(1)  # summed in query-token order, as MaxSim sums
 
@@ -217,9 +222,8 @@ class PlaidSearch(PassageIndex):
     def _token_block(self, rows: torch.Tensor) -> TokenBlock:
         """The stored tokens of the passages at ``rows``, gathered across segments."""
         lens = self._doclens[rows]
-        starts = self._tok_offsets[rows]
-        return TokenBlock(self._codes.take_runs(starts, lens), self._residuals.take_runs(starts, lens),
-                          self._norms.take_runs(starts, lens), lens)
+        plan = self._codes.plan_runs(self._tok_offsets[rows], lens)  # the three arrays share their segments
+        return TokenBlock(self._codes.gather(plan), self._residuals.gather(plan), self._norms.gather(plan), lens)
 
     def decompress_rows(self, rows: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Decompressed vectors of the passages at ``rows`` (packed) and their lengths."""

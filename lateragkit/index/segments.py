@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from .storage import NpyAppender, load_npy, save_npy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Segment", "SegmentedArray", "file_identity", "copy_rows", "save_rows"]
+__all__ = ["Segment", "SegmentedArray", "RunPlan", "file_identity", "copy_rows", "save_rows"]
 
 _REBUILD = "the index must be rebuilt"
 # Tokens copied per step when segments are merged (bounded memory whatever their size).
@@ -127,9 +127,14 @@ class SegmentedArray:
         A run lies within one segment (a passage's tokens always do). Runs are grouped by segment, each
         segment gathers its runs' rows at once, and one final gather restores the order asked for.
         """
+        return self.gather(self.plan_runs(starts, lens))
+
+    def plan_runs(self, starts: torch.Tensor, lens: torch.Tensor) -> RunPlan:
+        """The positions `take_runs` reads, worked out once: any array split into the same parts (another
+        per-token array of the same segments) can `gather` with it."""
         starts, lens = starts.to(self.device).long(), lens.to(self.device).long()
         if len(self.parts) == 1:
-            return take_rows(self.parts[0], token_ranges(starts, lens)[0])
+            return RunPlan([(0, token_ranges(starts, lens)[0])], None)
         part = torch.searchsorted(self._bounds, starts, right=True)
         order = torch.argsort(part, stable=True)
         counts = torch.bincount(part, minlength=len(self.parts)).tolist()
@@ -137,17 +142,30 @@ class SegmentedArray:
         for p, count in enumerate(counts):
             if count:
                 sel = order[pos : pos + count]
-                pieces.append(take_rows(self.parts[p], token_ranges(starts[sel] - int(self.starts[p]), lens[sel])[0]))
+                pieces.append((p, token_ranges(starts[sel] - int(self.starts[p]), lens[sel])[0]))
                 pos += count
-        if not pieces:
-            return torch.empty((0, *self.row_shape), dtype=self.dtype, device=self.device)
-        grouped = torch.cat([piece.to(self.dtype) for piece in pieces])
-        if len(pieces) == 1 or bool((order[1:] > order[:-1]).all()):
-            return grouped  # the runs were in segment order already
+        if len(pieces) <= 1 or bool((order[1:] > order[:-1]).all()):
+            return RunPlan(pieces, None)  # the runs were in segment order already
         glens = lens[order]
         first = torch.empty_like(starts)
-        first[order] = torch.cumsum(glens, 0) - glens  # where each run starts in `grouped`
-        return take_rows(grouped, token_ranges(first, lens)[0])
+        first[order] = torch.cumsum(glens, 0) - glens  # where each run starts in the grouped rows
+        return RunPlan(pieces, token_ranges(first, lens)[0])
+
+    def gather(self, plan: RunPlan) -> torch.Tensor:
+        """The rows `plan_runs` planned (the plan of an array split into the same parts)."""
+        pieces = [take_rows(self.parts[p], idx) for p, idx in plan.pieces]
+        if not pieces:
+            return torch.empty((0, *self.row_shape), dtype=self.dtype, device=self.device)
+        grouped = pieces[0].to(self.dtype) if len(pieces) == 1 else torch.cat([x.to(self.dtype) for x in pieces])
+        return grouped if plan.reorder is None else take_rows(grouped, plan.reorder)
+
+
+class RunPlan(NamedTuple):
+    """Where `SegmentedArray.take_runs` reads: `(part, local positions)` per segment having runs, and the
+    gather that puts the grouped rows back in the order asked for (None: already in order)."""
+
+    pieces: list[tuple[int, torch.Tensor]]
+    reorder: torch.Tensor | None
 
 
 def copy_rows(
