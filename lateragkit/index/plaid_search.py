@@ -244,23 +244,37 @@ class PlaidSearch(PassageIndex):
         if not parts:
             return out
         sizes = [int(c.numel()) for c in parts]
-        if len(which) == 1:  # one query: its candidates are distinct rows already
-            union = parts[0]
-            inverse = torch.arange(sizes[0], device=self.device)
-        else:
-            union, inverse = torch.unique(torch.cat(parts), return_inverse=True)
-            if sum(sizes) < SHARED_PAIRS * int(union.numel()):
-                # the queries share few passages: each alone (the dense path) beats per-passage GEMMs
-                for i in which:
-                    f, e = firsts[i], firsts[i + 1]
-                    out[i] = self._exact_scores(Qs[f:e], S_all[f:e], [0, e - f], [cands[i]])[0]
-                return out
+        union, inverse = torch.unique(torch.cat(parts), return_inverse=True)
+        if len(which) == 1 or sum(sizes) < SHARED_PAIRS * int(union.numel()):
+            # one query, or queries sharing few passages: each alone (the dense path beats per-passage GEMMs)
+            for i, rows in zip(which, parts, strict=True):
+                f, e = firsts[i], firsts[i + 1]
+                out[i] = self._query_scores(Qs[f:e], S_all[f:e], rows)
+            return out
         pair_query = torch.repeat_interleave(torch.tensor(which, device=self.device),
                                              torch.tensor(sizes, device=self.device))
         scores = self._pair_scores(Qs, S_all, torch.tensor(firsts, device=self.device), union, inverse, pair_query)
         for i, sc in zip(which, torch.split(scores, sizes), strict=True):
             out[i] = sc
         return out
+
+    def _query_scores(self, Qs: torch.Tensor, S: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Exact MaxSim of one query (scored tokens ``Qs [lq, dim]``, centroid scores ``S [lq, K]``) against the
+        passages at ``rows``, block by block: the dense path of `_block_pair_scores` without a batch's pair
+        bookkeeping, to the same values (the same operations; the query's sum is the same `index_add_`)."""
+        S_T = S.T.contiguous()  # [K, lq]: a token's centroid scores are one row
+        to_query = torch.zeros(int(Qs.shape[0]), dtype=torch.long, device=self.device)
+
+        def block(run: tuple[int, int]) -> torch.Tensor:
+            tb = self._token_block(rows[run[0] : run[1]])
+            residuals = self.codec.residuals(tb.packed, Qs.dtype)
+            sims = self.codec.token_scores(residuals, take_rows(S_T, tb.codes), tb.offsets, Qs)
+            best = scoring.segment_max(sims, tb.lens)  # [docs, lq]
+            total = torch.zeros(int(tb.lens.numel()), 1, dtype=torch.float32, device=self.device)
+            return total.index_add_(1, to_query, best)[:, 0]
+
+        parts = map_blocks(block, list(scoring.document_blocks(self._doclens[rows], EXACT_TOKENS)))
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=self.device)
 
     def _pair_scores(
         self, Qs: torch.Tensor, S: torch.Tensor, firsts: torch.Tensor, union: torch.Tensor, inverse: torch.Tensor,
@@ -312,6 +326,11 @@ class _Queries:
     q_len: torch.Tensor
 
     @functools.cached_property
+    def token_query(self) -> torch.Tensor:
+        """The query of each scored token (`[T]`), made once per batch rather than once per block."""
+        return torch.repeat_interleave(torch.arange(int(self.q_len.numel()), device=self.Qs.device), self.q_len)
+
+    @functools.cached_property
     def S_T(self) -> torch.Tensor:
         """``S`` transposed (`[K, T]`, contiguous: a token's centroid scores are one row), made when first
         needed (a batch scored per passage never needs it, and it is as large as ``S``)."""
@@ -343,7 +362,7 @@ def _block_pair_scores(
     if dense_cost <= sparse_cost:
         if queries.numel() == int(q_len.numel()):  # every query of the batch: all columns, in order
             cols: torch.Tensor | slice = slice(None)
-            tok_query = torch.repeat_interleave(torch.arange(int(q_len.numel()), device=pq.device), q_len)
+            tok_query = queries_.token_query
         else:
             cols, tok_query = token_ranges(firsts[queries], q_len[queries])
         centroid_part = take_rows(queries_.S_T, block.codes)  # [tokens, T]: each token's centroid's scores
