@@ -82,7 +82,7 @@ STAGES: list[tuple[str, str]] = [
     ("token gathering", r"^_?token_block$"),
     ("residual scoring", r"^token_scores$"),
     ("decompression", r"decompress"),
-    ("exact MaxSim", r"^maxsim$|exact_scores|pair_scores|^_?exact_stage$|^_?exact$"),
+    ("exact MaxSim", r"^maxsim$|exact_scores|pair_scores|query_scores|^_?exact_stage$|^_?exact$"),
     ("top-k", r"^topk$|^_results$|^_?top_k$"),
 ]
 STAGE_NAMES = [s for s, _ in STAGES] + ["other"]
