@@ -310,8 +310,9 @@ def test_batch_exact_stage_shared_or_per_query_gives_one_at_a_time_results(
 
 
 def test_stage_blocks_on_several_threads_give_the_same_results(data: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With torch on two threads the blocks of stages 3 and 4 run on a pool (`index/blocks.py`); results are
-    those of the plain loop, one query or a batch."""
+    """With torch on two threads the blocks of stages 3 and 4, and a batch's queries (their stages 1-3, and their
+    exact stages when scored one by one), run on a pool (`index/blocks.py`); results are those of the plain loop,
+    one query or a batch."""
     from lateragkit.index import blocks, plaid_search
 
     plaid, Q, M = data["plaid"], data["Q"][:6], data["M"][:6]

@@ -1,9 +1,10 @@
 """Run a function over blocks of work on torch's threads: the one place search stages go parallel.
 
-Most of a PLAID search's CPU time goes to numpy gathers and segmented maxima (single-threaded, but they
-release the GIL) between torch GEMMs. With ``torch.get_num_threads() > 1`` the blocks of a stage are spread
-over that many Python threads of one shared pool; with one thread (or one block) they run in a plain loop.
-Results come back in block order, so a stage's output does not depend on the thread count.
+Most of a PLAID search's CPU time goes to numpy gathers (single-threaded, but they release the GIL) and
+torch GEMMs; numpy's segmented maxima (``reduceat``) and Python's own steps hold the GIL. With
+``torch.get_num_threads() > 1`` the blocks of a stage (or the queries of a batch) are spread over that many
+Python threads of one shared pool; with one thread (or one block) they run in a plain loop. Results come back
+in block order, so a stage's output does not depend on the thread count.
 """
 from __future__ import annotations
 

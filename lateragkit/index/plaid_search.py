@@ -111,13 +111,14 @@ class PlaidSearch(PassageIndex):
         S_all = Q_scored @ self.codec.centroids.T
         counts = Qm.sum(1).tolist()
         firsts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
-        cands: list[torch.Tensor | None] = []
-        for i, lq in enumerate(counts):
+
+        def candidates(i: int) -> torch.Tensor | None:
             sub = allowed[i]
-            if lq == 0 or self.num_passages == 0 or (sub is not None and sub.size == 0):
-                cands.append(None)
-                continue
-            cands.append(self._candidates(S_all[firsts[i] : firsts[i + 1]], k, ncells, ndocs, thr, sub, max_exact))
+            if counts[i] == 0 or self.num_passages == 0 or (sub is not None and sub.size == 0):
+                return None
+            return self._candidates(S_all[firsts[i] : firsts[i + 1]], k, ncells, ndocs, thr, sub, max_exact)
+
+        cands = map_blocks(candidates, range(len(counts)))  # the queries of a batch side by side
         scores = self._exact_scores(Q_scored, S_all, firsts, cands)
         empty = (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64))
         return [empty if rows is None else self._results(sc, rows.cpu().numpy(), k)
@@ -244,12 +245,17 @@ class PlaidSearch(PassageIndex):
         if not parts:
             return out
         sizes = [int(c.numel()) for c in parts]
-        union, inverse = torch.unique(torch.cat(parts), return_inverse=True)
-        if len(which) == 1 or sum(sizes) < SHARED_PAIRS * int(union.numel()):
-            # one query, or queries sharing few passages: each alone (the dense path beats per-passage GEMMs)
-            for i, rows in zip(which, parts, strict=True):
-                f, e = firsts[i], firsts[i + 1]
-                out[i] = self._query_scores(Qs[f:e], S_all[f:e], rows)
+        union, inverse = torch.unique(torch.cat(parts), return_inverse=True) if len(parts) > 1 else (parts[0], None)
+        if inverse is None or sum(sizes) < SHARED_PAIRS * int(union.numel()):
+            # one query, or queries sharing few passages: each alone (the dense path beats per-passage GEMMs),
+            # the queries side by side
+            def alone(i: int) -> torch.Tensor:
+                rows = cands[i]
+                assert rows is not None
+                return self._query_scores(Qs[firsts[i] : firsts[i + 1]], S_all[firsts[i] : firsts[i + 1]], rows)
+
+            for i, sc in zip(which, map_blocks(alone, which), strict=True):
+                out[i] = sc
             return out
         pair_query = torch.repeat_interleave(torch.tensor(which, device=self.device),
                                              torch.tensor(sizes, device=self.device))
