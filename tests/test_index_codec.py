@@ -172,6 +172,12 @@ def test_decompress_adds_bucket_weights_and_renormalises() -> None:
     scale = 1.0 + float(np.float16(1.0 / np.linalg.norm(expected) - 1.0))
     np.testing.assert_allclose(out, expected * np.float32(scale), rtol=1e-6, atol=1e-7)
     assert abs(float(np.linalg.norm(out)) - 1.0) < 3e-5  # unit length to the stored scale's rounding
+    # scales computed on the fly are the ones a segment stores: the same vectors either way
+    rng = np.random.default_rng(4)
+    codes = torch.from_numpy(rng.integers(0, 1, 50))
+    packed = codec.pack(torch.from_numpy(rng.integers(0, 4, (50, 16))))
+    stored = codec.scale_offsets(codes, packed)
+    assert torch.equal(codec.decompress(codes, packed), codec.decompress(codes, packed, stored))
 
 
 def test_token_scores_equal_decompressed_dot_products_without_decompressing() -> None:

@@ -154,6 +154,11 @@ class ResidualCodec:
             return torch.zeros(0, dtype=torch.float16, device=self.device)
         x = take_rows(self.centroids, codes.to(self.device)).float()
         x += self.residuals(packed, torch.float32)
+        return self._offsets_of(x)
+
+    @staticmethod
+    def _offsets_of(x: torch.Tensor) -> torch.Tensor:
+        """`scale_offsets` of float32 sums ``centroid + residual`` already made."""
         norms = torch.linalg.vector_norm(x, dim=1).clamp_min_(MIN_NORM)
         return (torch.reciprocal_(norms) - 1.0).to(torch.float16)
 
@@ -175,10 +180,10 @@ class ResidualCodec:
         n = int(codes.shape[0])
         if n == 0:
             return torch.zeros(0, self.dim, dtype=self.dtype, device=self.device)
-        if offsets is None:
-            offsets = self.scale_offsets(codes, packed)
         x = take_rows(self.centroids, codes.to(self.device))
         x += self.residuals(packed)
+        if offsets is None:  # float32 (CPU): these very sums give the scales; float16: summed again in float32
+            offsets = self._offsets_of(x) if x.dtype == torch.float32 else self.scale_offsets(codes, packed)
         x *= self.scales(offsets, x.dtype)
         return x
 
