@@ -478,9 +478,9 @@ def report(args: argparse.Namespace, data: dict[str, Any], index: Any, results: 
         "same shapes (it is taken out of 'other'). 'top-k' is every `torch.topk` (stage 2/3 selections and the "
         "final one) plus result building. 'token gathering' is `_token_block` (codes, residuals and scales of a "
         "block of passages, across segments), 'residual scoring' `ResidualCodec.token_scores`, 'exact MaxSim' "
-        "what remains of the exact stage (`_exact_scores`, `_pair_scores`, `_block_pair_scores`); an unwrapped "
-        "helper such as `scoring.segment_max` counts in the stage that called it. '—': no function of that "
-        "package matched the stage (before, token gathering happened inside `decompress_rows`: decompression).",
+        "what remains of the exact stage (`_exact_scores`, `_query_scores`, `_pair_scores`, `_block_pair_scores`: "
+        "residual expansion, segmented maxima, bookkeeping); an unwrapped helper such as `scoring.segment_max` "
+        "counts in the stage that called it. '—': no function of that package matched the stage.",
         "",
         *([f"Before: the package `{before[0]['package']}` (`--baseline`) profiled the same way in a subprocess "
             "just before (same index, queries and threads); after: this checkout.", ""] if before else []),

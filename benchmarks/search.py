@@ -358,6 +358,7 @@ def main() -> None:
     check_text += "\n\n" + "\n\n".join(notes)
     cpu = platform.processor() or platform.machine()
     command = " ".join(["python benchmarks/search.py", *sys.argv[1:]])
+    plaid_queries = max((r["latency_queries"] for r in rows if not r.get("reference_only")), default=0)
     text = (
         f"{SECTION}\n\n"
         f"`{command}` — {args.dataset}: {len(doclens):,} passages, "
@@ -365,8 +366,8 @@ def main() -> None:
         f"{data['Q'].shape[0]} judged test queries. Device {args.device}, {os.cpu_count()} CPU cores ({cpu}), "
         f"torch threads {torch.get_num_threads()}; other jobs shared the CPU, so absolute times are noisy — "
         f"compare rows of one run. Latency: one query per call, k=10, query encoding excluded "
-        f"({base['latency_queries']} queries for exhaustive, {rows[-1]['latency_queries']} for PLAID); QPS: one "
-        f"batched call with all queries, k=10 (exhaustive: its k=100 call, which costs the same). "
+        f"({base['latency_queries']} queries for exhaustive, {plaid_queries} for PLAID; 5 for the reference "
+        f"rows); QPS: one batched call with all queries, k=10 (exhaustive: its k=100 call, which costs the same). "
         f"nDCG@10 from the k=10 search, R@100 from a k=100 search. "
         f"PLAID search parameters: the per-call defaults of `lateragkit.index.plaid.plaid_params`"
         f"{' plus ' + str(params) if params else ''}.\n\n"
