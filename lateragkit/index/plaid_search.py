@@ -249,12 +249,11 @@ class PlaidSearch(PassageIndex):
         if inverse is None or sum(sizes) < SHARED_PAIRS * int(union.numel()):
             # one query, or queries sharing few passages: each alone (the dense path beats per-passage GEMMs),
             # the queries side by side
-            def alone(i: int) -> torch.Tensor:
-                rows = cands[i]
-                assert rows is not None
+            def alone(query: tuple[int, torch.Tensor]) -> torch.Tensor:
+                i, rows = query
                 return self._query_scores(Qs[firsts[i] : firsts[i + 1]], S_all[firsts[i] : firsts[i + 1]], rows)
 
-            for i, sc in zip(which, map_blocks(alone, which), strict=True):
+            for i, sc in zip(which, map_blocks(alone, list(zip(which, parts, strict=True))), strict=True):
                 out[i] = sc
             return out
         pair_query = torch.repeat_interleave(torch.tensor(which, device=self.device),
