@@ -310,6 +310,12 @@ def test_passage_codes_turn_the_lists_around_into_each_rows_distinct_codes() -> 
     starts = np.concatenate([[0], np.cumsum(doclens)])
     for r in range(300):
         assert pcodes[offsets[r] : offsets[r + 1]].tolist() == np.unique(codes[starts[r] : starts[r + 1]]).tolist()
+    # a segment past 65,536 rows has int32 row ids in its lists: the same turn-around
+    n = (1 << 16) + 3
+    rows, list_offsets = build_ivf((np.arange(n) % 5).astype(np.int16), np.ones(n, dtype=np.int64), 5)
+    assert rows.dtype == np.int32
+    pcodes, offsets = passage_codes(rows, list_offsets, num_rows=n)
+    assert np.array_equal(offsets, np.arange(n + 1)) and np.array_equal(pcodes, np.arange(n) % 5)
 
 
 def test_build_ivf_row_ids_stay_two_bytes_to_65536_rows_then_widen() -> None:
