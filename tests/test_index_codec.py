@@ -192,6 +192,9 @@ def test_token_scores_equal_decompressed_dot_products_without_decompressing() ->
     codes = torch.randint(0, K, (n,), generator=gen)
     packed = codec.compress(x, codes)
     offsets = codec.scale_offsets(codes, packed)
+    # building compresses and scales with one gather of the centroid rows: the same bytes and scales
+    both = codec.compress_scaled(x, codes)
+    assert torch.equal(both[0], packed) and torch.equal(both[1], offsets)
     Q = torch.nn.functional.normalize(torch.randn(T, dim, generator=gen), dim=1)
     got = codec.token_scores(codec.residuals(packed), (Q @ C.T).T[codes], offsets, Q)
     want = codec.decompress(codes, packed, offsets) @ Q.T

@@ -136,8 +136,19 @@ class ResidualCodec:
     # ---- codec ---------------------------------------------------------------------------------------
     def compress(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Packed residuals of `x` (`[n, dim]`) against the centroids `codes` (`[n]`)."""
-        residual = x.to(self.device, torch.float32) - self.centroids[codes.long()].float()
-        return self.pack(self.quantize(residual))
+        return self._pack_against(x, take_rows(self.centroids, codes.to(self.device)).float())
+
+    def _pack_against(self, x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+        return self.pack(self.quantize(x.to(self.device, torch.float32) - centroid))
+
+    def compress_scaled(self, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`compress` and the `scale_offsets` of the result, gathering the centroid rows once."""
+        centroid = take_rows(self.centroids, codes.to(self.device)).float()
+        packed = self._pack_against(x, centroid)
+        if int(codes.shape[0]) == 0:
+            return packed, torch.zeros(0, dtype=torch.float16, device=self.device)
+        centroid += self.residuals(packed, torch.float32)  # the decoded token, before scaling
+        return packed, self._offsets_of(centroid)
 
     def residuals(self, packed: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """`[n, dim]` decoded residuals of packed rows (one gather of each byte's ``8 / nbits`` weights)."""

@@ -169,10 +169,10 @@ def compress_into(
         for s in range(0, E, COMPRESS_TOKENS):
             x = torch.from_numpy(np.asarray(vectors[s : s + COMPRESS_TOKENS], dtype=np.float32)).to(codec.device)
             c = assign(x, s)
-            packed = codec.codec.compress(x, c)
+            packed, offsets = codec.codec.compress_scaled(x, c)
             c_out.append(c.cpu().numpy().astype(code_dtype))
             r_out.append(packed.cpu().numpy())
-            n_out.append(codec.codec.scale_offsets(c, packed).cpu().numpy())
+            n_out.append(offsets.cpu().numpy())
             bar.update(x.shape[0])
     bar.close()
 
