@@ -266,17 +266,14 @@ class PlaidSearch(PassageIndex):
     def _query_scores(self, Qs: torch.Tensor, S: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Exact MaxSim of one query (scored tokens ``Qs [lq, dim]``, centroid scores ``S [lq, K]``) against the
         passages at ``rows``, block by block: the dense path of `_block_pair_scores` without a batch's pair
-        bookkeeping, to the same values (the same operations; the query's sum is the same `index_add_`)."""
-        S_T = S.T.contiguous()  # [K, lq]: a token's centroid scores are one row
-        to_query = torch.zeros(int(Qs.shape[0]), dtype=torch.long, device=self.device)
+        bookkeeping, to the same values (the same `_dense_scores`)."""
+        lq = int(Qs.shape[0])
+        query = _Queries(Qs, S, torch.zeros(1, dtype=torch.long, device=self.device),
+                         torch.tensor([lq], device=self.device))
 
         def block(run: tuple[int, int]) -> torch.Tensor:
             tb = self._token_block(rows[run[0] : run[1]])
-            residuals = self.codec.residuals(tb.packed, Qs.dtype)
-            sims = self.codec.token_scores(residuals, take_rows(S_T, tb.codes), tb.offsets, Qs)
-            best = scoring.segment_max(sims, tb.lens)  # [docs, lq]
-            total = torch.zeros(int(tb.lens.numel()), 1, dtype=torch.float32, device=self.device)
-            return total.index_add_(1, to_query, best)[:, 0]
+            return _dense_scores(self.codec, query, tb, slice(None), query.token_query, 1)[:, 0]
 
         parts = map_blocks(block, list(scoring.document_blocks(self._doclens[rows], EXACT_TOKENS)))
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=self.device)
@@ -350,6 +347,22 @@ def _take_columns(S_q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return S_q.index_select(1, codes.long()).float()
 
 
+def _dense_scores(
+    codec: ResidualCodec, queries: _Queries, block: TokenBlock, cols: torch.Tensor | slice, tok_query: torch.Tensor,
+    n_queries: int,
+) -> torch.Tensor:
+    """`[docs, n_queries]` exact MaxSim of a block's passages against the query tokens ``cols`` of ``queries``
+    (``tok_query``: each column's query among ``n_queries``), without decompressing: `ResidualCodec.token_scores`
+    (the residual GEMM + the centroid scores read at the codes, times the stored scales), a segmented maximum
+    per passage, and each query's sum over its tokens (in token order: `index_add_`)."""
+    centroid_part = take_rows(queries.S_T, block.codes)  # [tokens, T]: each token's centroid's scores
+    residuals = codec.residuals(block.packed, queries.Qs.dtype)
+    sims = codec.token_scores(residuals, centroid_part[:, cols], block.offsets, queries.Qs[cols])
+    best = scoring.segment_max(sims, block.lens)  # [docs, query tokens]
+    out = torch.zeros(int(block.lens.numel()), n_queries, dtype=torch.float32, device=best.device)
+    return out.index_add_(1, tok_query, best)
+
+
 def _block_pair_scores(
     codec: ResidualCodec, queries_: _Queries, block: TokenBlock, pq: torch.Tensor, owners: torch.Tensor
 ) -> torch.Tensor:
@@ -370,13 +383,7 @@ def _block_pair_scores(
             tok_query = queries_.token_query
         else:
             cols, tok_query = token_ranges(firsts[queries], q_len[queries])
-        centroid_part = take_rows(queries_.S_T, block.codes)  # [tokens, T]: each token's centroid's scores
-        residuals = codec.residuals(block.packed, Qs.dtype)
-        sims = codec.token_scores(residuals, centroid_part[:, cols], block.offsets, Qs[cols])
-        best = scoring.segment_max(sims, lens)  # [docs, query tokens]
-        per_query = torch.zeros(n_docs, int(queries.numel()), dtype=torch.float32, device=pq.device)
-        per_query.index_add_(1, tok_query, best)
-        return per_query[pair_doc, pair_col]
+        return _dense_scores(codec, queries_, block, cols, tok_query, int(queries.numel()))[pair_doc, pair_col]
     # sparse: each passage decompressed once, then one small GEMM against its own queries' tokens
     vecs = block.decompress(codec)
     idx, tok_pair = token_ranges(firsts[pq], q_len[pq])
