@@ -233,15 +233,18 @@ def rows_for(threads: int, ours: dict[str, Any], fp: dict[str, Any], data: dict[
     tokens = int(np.sum(data["doclens"]))
     n_batch = len(ours["hits100"])
     nd, rc = quality(ours["hits10"], ours["hits100"], data)
+    nd100, _ = quality([h[:10] for h in ours["hits100"]], ours["hits100"], data)
     rows = [{"name": "lateragkit PLAID nbits=2 (defaults)", "threads": threads, "build_s": ours["build_s"],
-             "bpt": ours["bytes"] / tokens, "ndcg": nd, "recall": rc, "p50_10": percentile_ms(ours["lat10"]),
+             "bpt": ours["bytes"] / tokens, "ndcg": nd, "ndcg100": nd100, "recall": rc,
+             "p50_10": percentile_ms(ours["lat10"]),
              "p50_100": percentile_ms(ours["lat100"]), "qps": n_batch / ours["batch_s"], "batch_note": ""}]
     for s in fp["settings"]:
         best = min(s["batch"], key=lambda b: b["seconds"])
         nd, rc = quality([h[:10] for h in s["hits100"]], s["hits100"], data)
         rows.append({"name": f"fast-plaid {FAST_PLAID_VERSION} nbits=2, n_ivf_probe={s['n_ivf_probe']}, "
                              f"n_full_scores={s['n_full_scores']}", "threads": threads, "build_s": fp["build_s"],
-                     "bpt": fp["bytes"] / tokens, "ndcg": nd, "recall": rc, "p50_10": percentile_ms(s["lat10"]),
+                     "bpt": fp["bytes"] / tokens, "ndcg": nd, "ndcg100": nd, "recall": rc,
+                     "p50_10": percentile_ms(s["lat10"]),
                      "p50_100": percentile_ms(s["lat100"]), "qps": n_batch / best["seconds"],
                      "batch_note": f"{best['torch_threads']} torch thr × {best['jobs']} job"
                                    + ("s" if best["jobs"] > 1 else "")})
@@ -249,7 +252,7 @@ def rows_for(threads: int, ours: dict[str, Any], fp: dict[str, Any], data: dict[
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| system | threads | build s | B/token | nDCG@10 | R@100 | p50 k=10 ms | p50 k=100 ms | "
+    lines = ["| system | threads | build s | B/token | nDCG@10 (k=10 / k=100) | R@100 | p50 k=10 ms | p50 k=100 ms | "
              "batch k=100 q/s | ours faster: p50 k=10 / k=100 / batch |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -257,7 +260,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         ratio = ("—" if r is ours else f"{r['p50_10'] / ours['p50_10']:.1f}× / {r['p50_100'] / ours['p50_100']:.1f}× "
                  f"/ {ours['qps'] / r['qps']:.1f}×")
         note = f" ({r['batch_note']})" if r["batch_note"] else ""
-        lines.append(f"| {r['name']} | {r['threads']} | {r['build_s']:.0f} | {r['bpt']:.1f} | {r['ndcg']:.4f} | "
+        nd = f"{r['ndcg']:.4f}" if r["ndcg"] == r["ndcg100"] else f"{r['ndcg']:.4f} / {r['ndcg100']:.4f}"
+        lines.append(f"| {r['name']} | {r['threads']} | {r['build_s']:.0f} | {r['bpt']:.1f} | {nd} | "
                      f"{r['recall']:.3f} | {r['p50_10']:.1f} | {r['p50_100']:.1f} | {r['qps']:.2f}{note} | {ratio} |")
     return "\n".join(lines)
 
@@ -276,9 +280,11 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
                                 ("p50 k=100", fp["p50_100"] / ours["p50_100"]),
                                 ("batch q/s", ours["qps"] / fp["qps"])):
                 out.append(f"- {'PASS' if ratio >= 10 else 'FAIL'}: {what} ≥ 10× ({label}): {ratio:.1f}×")
-            quality_ok = ours["ndcg"] >= fp["ndcg"] and ours["recall"] >= fp["recall"]
-            out.append(f"- {'PASS' if quality_ok else 'FAIL'}: nDCG@10 and R@100 ≥ fast-plaid's ({label}): "
-                       f"{ours['ndcg']:.4f}/{ours['recall']:.3f} vs {fp['ndcg']:.4f}/{fp['recall']:.3f}")
+            out.append(f"- {'PASS' if ours['ndcg'] >= fp['ndcg'] else 'FAIL'}: nDCG@10 of our k=10 search ≥ "
+                       f"fast-plaid's ({label}): {ours['ndcg']:.4f} vs {fp['ndcg']:.4f}")
+            quality_ok = ours["ndcg100"] >= fp["ndcg"] and ours["recall"] >= fp["recall"]
+            out.append(f"- {'PASS' if quality_ok else 'FAIL'}: nDCG@10 and R@100 of our k=100 search ≥ fast-plaid's "
+                       f"({label}): {ours['ndcg100']:.4f}/{ours['recall']:.3f} vs {fp['ndcg']:.4f}/{fp['recall']:.3f}")
         fp_build = next(r["build_s"] for r in rows if r["threads"] == t and r is not ours)
         ratio = fp_build / ours["build_s"]
         out.append(f"- {'PASS' if ratio >= 5 else 'FAIL'}: build ≥ 5× faster than fast-plaid create() ({t} thr): "
@@ -352,7 +358,8 @@ def report(args: argparse.Namespace, data: dict[str, Any], rows: list[dict[str, 
         f"{FAST_PLAID_VERSION} (torch 2.11.0, own virtual environment, CPU), `create(nbits=2)` with its defaults. "
         f"p50: one query per call, {args.latency_queries} queries, each at its own length, query encoding "
         f"excluded. Batch: one call with {n_batch} queries at k=100 (nDCG@10 and R@100 are over these queries). "
-        f"nDCG@10: ours from a k=10 search, fast-plaid "
+        f"nDCG@10: ours from a k=10 search (its own, cheaper parameters: 32 passages scored exactly) and from the "
+        f"top 10 of the k=100 search (256 scored exactly, as fast-plaid's n_full_scores=1024 does), fast-plaid "
         f"from the top 10 of its k=100 search (its candidate stages do not depend on k); R@100 from the k=100 "
         f"batch. B/token: every file of the index folder / tokens."
         f"{REUSED_NOTE if args.reuse_builds else ''}\n\n"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lateragkit.index import build_index
+from lateragkit.index import build_index, kmeans
 from lateragkit.index.codec import ResidualCodec, bucket_tables, check_nbits, quantile_buckets
 from lateragkit.index.ivf import build_ivf, passage_codes
 from lateragkit.index.kmeans import CentroidAssigner, train_centroids
@@ -284,6 +284,40 @@ def test_two_level_kmeans_and_probing_assignment_agree_with_exact() -> None:
     sa = (xt * Ct[a]).sum(1)
     sb = (xt * Ct[b]).sum(1)
     assert float((sb - sa).max()) < 0.1
+
+
+def test_refine_moves_each_centroid_to_the_normalised_mean_of_its_points() -> None:
+    # 4 unit centroids over 2 cells (probing both: exact); points near e0 and near e1, none near e2 or -e0
+    e = np.eye(3, dtype=np.float32)
+    C = np.stack([e[0], e[1], e[2], -e[0]]).astype(np.float32)
+    x = np.array([[1, 0.2, 0], [1, -0.1, 0.1], [0.1, 1, 0], [0, 1, 0.3]], dtype=np.float32)
+    out = kmeans._refine(x, C, 1, seed=0)
+    means = np.stack([x[:2].mean(0), x[2:].mean(0)])
+    np.testing.assert_allclose(out[:2], means / np.linalg.norm(means, axis=1, keepdims=True), rtol=1e-6)
+    np.testing.assert_array_equal(out[2:], C[2:])  # no points: unchanged
+
+
+def test_two_level_kmeans_refinement_fits_held_out_points_better(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2,048 topics spread over 1,024 centroids: the coarse cells cut through them, and the refinement steps let
+    # centroids take points across those cuts
+    rng = np.random.default_rng(7)
+    topics = rng.normal(size=(2048, 32))
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    x = topics[rng.integers(0, 2048, size=24_000)] + 0.5 * rng.normal(size=(24_000, 32)) / np.sqrt(32)
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    train, held = x[:20_000], torch.from_numpy(x[20_000:])
+
+    def fit() -> float:  # mean cosine of a held-out point to its nearest centroid
+        return float((held @ torch.from_numpy(train_centroids(train, 1024, niter=4)).T).amax(1).mean())
+
+    monkeypatch.setattr(kmeans, "FLAT_KMEANS_BUDGET", 0.0)  # the two-level k-means at this size
+    refined = fit()
+    monkeypatch.setattr(kmeans, "REFINE_NITER", 0)
+    plain = fit()
+    monkeypatch.setattr(kmeans, "FLAT_KMEANS_BUDGET", float("inf"))
+    flat = fit()
+    assert refined > plain + 0.01, (refined, plain)
+    assert flat - refined < 0.5 * (flat - plain), (flat, refined, plain)  # at least half the way to a flat k-means
 
 
 # --------------------------------------------------------------------------------------------------

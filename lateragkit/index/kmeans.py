@@ -3,7 +3,8 @@
 `train_centroids` runs Lloyd's k-means (faiss when installed, GPU when faiss-gpu and CUDA exist; a torch
 implementation otherwise). When a flat k-means would cost too much on CPU (PLAID's K ≈ 16·sqrt(tokens)
 centroids are thousands), it trains two levels: ~sqrt(K) coarse clusters, then each coarse cluster's
-points are split into its share of the K centroids. `CentroidAssigner` finds each vector's code —
+points are split into its share of the K centroids, then a few Lloyd steps over all K centroids (points
+assigned by probing) let centroids trade points across the coarse cells. `CentroidAssigner` finds each vector's code —
 exactly (argmax of the inner product) on an accelerator or for small K, and on CPU for large K by
 probing the nearest coarse cells of a grouping of the centroids, which costs ~K/probe_fraction fewer
 dot products and almost always returns the exact argmax (recall is measured by the benchmark).
@@ -28,6 +29,13 @@ FLAT_KMEANS_BUDGET = 2e10
 # Above this many centroids CPU assignment probes coarse cells instead of scoring every centroid.
 EXACT_ASSIGN_MAX_K = 4096
 ASSIGN_BATCH = 1 << 15
+# Coarse cells a vector probes when assigned on CPU (of ~sqrt(K)): on SciFact/MiniLM (K=16,384, 128 cells) 4
+# found the best centroid for 96.0 % of held-out tokens, 8 for 98.5 % (at 1.8x the time), 16 for 99.6 % (3.1x).
+ASSIGN_PROBE = 8
+# Lloyd steps over all K centroids at once after the two-level k-means, points assigned by probing: they let
+# centroids trade points across the coarse cells the two levels fixed (SciFact/MiniLM: mean cosine of held-out
+# tokens to their nearest centroid 0.818 -> 0.828 with 2 steps; a flat k-means, 40x slower there, gets 0.837).
+REFINE_NITER = 2
 
 try:  # faiss is a dependency, but the torch path keeps the index usable without it
     import faiss
@@ -169,10 +177,27 @@ def train_centroids(
                 continue
             pts = x[order[bounds[c] : bounds[c + 1]]]
             parts.append(_flat_kmeans(pts, int(alloc[c]), niter=niter, seed=seed + 1 + c, device=device))
-        C = np.concatenate(parts)
+        C = _refine(x, np.concatenate(parts), REFINE_NITER, seed)
         logger.debug("two-level k-means: %d coarse cells, %d centroids", kc, C.shape[0])
     norms = np.linalg.norm(C, axis=1, keepdims=True)
     return (C / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _refine(x: np.ndarray, C: np.ndarray, niter: int, seed: int) -> np.ndarray:
+    """``niter`` Lloyd steps of the unit centroids ``C`` over all of ``x`` by the rule codes are assigned with
+    (the largest inner product, found by probing `CentroidAssigner`): each centroid moves to the normalised
+    mean of its points (one without points stays). The coarse grouping is found once and reused."""
+    xt = torch.from_numpy(x)
+    Ct = torch.nn.functional.normalize(torch.from_numpy(C), dim=1)
+    coarse: np.ndarray | None = None
+    for _ in range(niter):
+        assigner = CentroidAssigner(Ct, exact=False, seed=seed, coarse=coarse)
+        coarse = assigner.coarse
+        codes = assigner.assign(xt)
+        sums = torch.zeros_like(Ct).index_add_(0, codes, xt)
+        has = torch.bincount(codes, minlength=Ct.shape[0]) > 0
+        Ct[has] = torch.nn.functional.normalize(sums[has], dim=1)
+    return Ct.numpy()
 
 
 class CentroidAssigner:
@@ -182,7 +207,7 @@ class CentroidAssigner:
         self,
         centroids: torch.Tensor,
         *,
-        probe: int = 4,
+        probe: int = ASSIGN_PROBE,
         exact: bool | None = None,
         seed: int = 0,
         coarse: np.ndarray | None = None,
