@@ -313,6 +313,10 @@ def test_segmented_array_gathers_like_one_array() -> None:
     assert torch.equal(arr.gather(plan), expected)
     assert torch.equal(other.gather(plan), other.take_runs(starts, lens))
     assert torch.equal(other.gather(plan)[:4], torch.tensor([300.0, 301, 302, 303]))  # run [12, 16): part 3
+    # an array split otherwise (the same 24 rows in two parts) refuses the plan instead of reading wrong rows
+    resplit = SegmentedArray([whole[:12], whole[12:]], row_shape=(3,), dtype=torch.uint8, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="plan with this array's own plan_runs"):
+        resplit.gather(plan)
     assert arr.take(torch.zeros(0, dtype=torch.long)).shape == (0, 3)
     # codes of segments written before and after the codebook passed 32,768 centroids: the wider dtype
     mixed = SegmentedArray([torch.tensor([1, 2], dtype=torch.int16), torch.tensor([40_000], dtype=torch.int32)],

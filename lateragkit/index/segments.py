@@ -134,7 +134,7 @@ class SegmentedArray:
         per-token array of the same segments) can `gather` with it."""
         starts, lens = starts.to(self.device).long(), lens.to(self.device).long()
         if len(self.parts) == 1:
-            return RunPlan([(0, token_ranges(starts, lens)[0])], None)
+            return RunPlan([(0, token_ranges(starts, lens)[0])], None, self.starts)
         part = torch.searchsorted(self._bounds, starts, right=True)
         order = torch.argsort(part, stable=True)
         counts = torch.bincount(part, minlength=len(self.parts)).tolist()
@@ -145,14 +145,17 @@ class SegmentedArray:
                 pieces.append((p, token_ranges(starts[sel] - int(self.starts[p]), lens[sel])[0]))
                 pos += count
         if len(pieces) <= 1 or bool((order[1:] > order[:-1]).all()):
-            return RunPlan(pieces, None)  # the runs were in segment order already
+            return RunPlan(pieces, None, self.starts)  # the runs were in segment order already
         glens = lens[order]
         first = torch.empty_like(starts)
         first[order] = torch.cumsum(glens, 0) - glens  # where each run starts in the grouped rows
-        return RunPlan(pieces, token_ranges(first, lens)[0])
+        return RunPlan(pieces, token_ranges(first, lens)[0], self.starts)
 
     def gather(self, plan: RunPlan) -> torch.Tensor:
-        """The rows `plan_runs` planned (the plan of an array split into the same parts)."""
+        """The rows `plan_runs` planned (the plan of an array split into the same parts, else ValueError)."""
+        if plan.starts is not self.starts and not np.array_equal(plan.starts, self.starts):
+            raise ValueError(f"a RunPlan of an array split at {plan.starts.tolist()} cannot gather from one split at "
+                             f"{self.starts.tolist()}: plan with this array's own plan_runs")
         pieces = [take_rows(self.parts[p], idx) for p, idx in plan.pieces]
         if not pieces:
             return torch.empty((0, *self.row_shape), dtype=self.dtype, device=self.device)
@@ -162,10 +165,12 @@ class SegmentedArray:
 
 class RunPlan(NamedTuple):
     """Where `SegmentedArray.take_runs` reads: `(part, local positions)` per segment having runs, and the
-    gather that puts the grouped rows back in the order asked for (None: already in order)."""
+    gather that puts the grouped rows back in the order asked for (None: already in order), and the segment
+    starts of the array planned on (an array gathering with the plan must be split the same way)."""
 
     pieces: list[tuple[int, torch.Tensor]]
     reorder: torch.Tensor | None
+    starts: np.ndarray
 
 
 def copy_rows(
