@@ -31,3 +31,9 @@ def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``values``, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def folder_bytes(folder: Path, exclude: tuple[str, ...] = ()) -> int:
+    """Bytes of every file under ``folder``, recursively (an index is segmented: backend/segments/seg-N/...,
+    backend/codec/...), leaving out the files named in ``exclude``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and p.name not in exclude)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
-from common import DATA, HERE, REPO  # noqa: E402  (benchmarks/common.py: the checkout first on sys.path)
+from common import DATA, HERE, REPO, folder_bytes  # noqa: E402  (benchmarks/common.py: the checkout first on sys.path)
 
 CACHE = HERE / "cache" / "memory"
 RESULTS = HERE / "RESULTS.md"
@@ -183,7 +183,7 @@ def child(step: str, dataset: str, model: str, index_path: Path, n_queries: int)
     peak_rss = _status_kb("VmHWM")
     if step == "index":
         backend = index_path / json.loads((index_path / "CURRENT").read_text())["version"] / "backend"
-        extra["index_mb"] = sum(p.stat().st_size for p in backend.rglob("*") if p.is_file()) / 2**20
+        extra["index_mb"] = folder_bytes(backend) / 2**20
     return {
         "step": step,
         "seconds": seconds,

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import folder_bytes  # benchmarks/common.py (standard library only: the worker imports it too)
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".cache" / "venv-peers"
@@ -68,10 +69,6 @@ def load_vectors(dataset: str) -> dict[str, Any]:
 
 def percentile_ms(seconds: list[float]) -> float:
     return 1000 * float(np.percentile(seconds, 50))
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 FIT_PASSAGES = 1000

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import results_file  # noqa: E402  (benchmarks/results_file.py: the shared RESULTS.md writer)
 import torch
-from common import DATA, HERE, minilm_path  # noqa: E402  (benchmarks/common.py)
+from common import DATA, HERE, folder_bytes, minilm_path  # noqa: E402  (benchmarks/common.py)
 
 from lateragkit import scoring  # noqa: E402
 from lateragkit.evaluation import corpus_text, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
@@ -125,12 +125,6 @@ def chunks(vectors: np.ndarray, doclens: np.ndarray, per: int = CHUNK_PASSAGES):
 # --------------------------------------------------------------------------------------------------
 # measuring
 # --------------------------------------------------------------------------------------------------
-def folder_bytes(folder: Path, exclude: tuple[str, ...] = ()) -> int:
-    """Bytes of every file under ``folder``, recursively (an index is segmented: backend/segments/seg-N/...,
-    backend/codec/...), leaving out the files named in ``exclude``."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name not in exclude)
-
-
 def run_of(hits: list, doc_ids: list[str], qids: list[str]) -> dict[str, list[str]]:
     return {q: [doc_ids[int(p)] for p in pids] for q, (_, pids) in zip(qids, hits, strict=True)}
 
