@@ -48,7 +48,8 @@ SEARCH_CACHE = HERE / "cache" / "search"
 SECTION = "## Peers"
 FAST_PLAID_VERSION = "1.7.0.2110"  # the wheel built for torch 2.11.0
 FP_SETTINGS = [(4, 1024), (8, 4096)]  # (n_ivf_probe, n_full_scores); the second is fast-plaid's default
-REUSED_NOTE = " Build times: from the earlier run that built these indexes (--reuse-builds)."
+REUSED_NOTE = (" Build times: measured when each index was built, in this run or an earlier one (--reuse-builds "
+               "searches the indexes an earlier run left).")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
 
 
