@@ -136,19 +136,19 @@ class ResidualCodec:
     # ---- codec ---------------------------------------------------------------------------------------
     def compress(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Packed residuals of `x` (`[n, dim]`) against the centroids `codes` (`[n]`)."""
-        return self._pack_against(x, take_rows(self.centroids, codes.to(self.device)).float())
-
-    def _pack_against(self, x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
-        return self.pack(self.quantize(x.to(self.device, torch.float32) - centroid))
+        return self._pack_against(x, self._centroid_rows(codes))
 
     def compress_scaled(self, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`compress` and the `scale_offsets` of the result, gathering the centroid rows once."""
-        centroid = take_rows(self.centroids, codes.to(self.device)).float()
+        centroid = self._centroid_rows(codes)
         packed = self._pack_against(x, centroid)
-        if int(codes.shape[0]) == 0:
-            return packed, torch.zeros(0, dtype=torch.float16, device=self.device)
-        centroid += self.residuals(packed, torch.float32)  # the decoded token, before scaling
-        return packed, self._offsets_of(centroid)
+        return packed, self._offsets_against(centroid, packed)
+
+    def _centroid_rows(self, codes: torch.Tensor) -> torch.Tensor:
+        return take_rows(self.centroids, codes.to(self.device)).float()
+
+    def _pack_against(self, x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+        return self.pack(self.quantize(x.to(self.device, torch.float32) - centroid))
 
     def residuals(self, packed: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """`[n, dim]` decoded residuals of packed rows (one gather of each byte's ``8 / nbits`` weights)."""
@@ -161,11 +161,14 @@ class ResidualCodec:
         (computed in float32 on every device, then rounded): what ``norms.npy`` stores beside the codes. The
         scales lie near 1, so storing their offset from 1 keeps float16's 11 significant bits for the
         deviation: a scale is exact to ~3e-5 relative, where float16 of the scale itself would give 5e-4."""
-        if int(codes.shape[0]) == 0:
+        return self._offsets_against(self._centroid_rows(codes), packed)
+
+    def _offsets_against(self, centroid: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        """`scale_offsets` from the tokens' float32 centroid rows (the decoded residuals are added in place)."""
+        if int(centroid.shape[0]) == 0:
             return torch.zeros(0, dtype=torch.float16, device=self.device)
-        x = take_rows(self.centroids, codes.to(self.device)).float()
-        x += self.residuals(packed, torch.float32)
-        return self._offsets_of(x)
+        centroid += self.residuals(packed, torch.float32)  # the decoded token, before scaling
+        return self._offsets_of(centroid)
 
     @staticmethod
     def _offsets_of(x: torch.Tensor) -> torch.Tensor:
