@@ -155,11 +155,10 @@ class PlaidIndex(PlaidSearch):
                                      dtype=torch.float16, device=dev)
         pcodes = [s.passage_codes() for s in segments]
         self._passage_codes = SegmentedArray([c for c, _ in pcodes], row_shape=(), dtype=torch.int16, device=dev)
-        firsts = self._passage_codes.starts
-        pc_offsets = np.concatenate([off[:-1] + first for (_, off), first in zip(pcodes, firsts[:-1], strict=True)]
-                                    + [firsts[-1:]])
-        self._pc_starts = torch.from_numpy(pc_offsets[:-1].copy()).to(dev)
-        self._pc_lens = torch.from_numpy(np.diff(pc_offsets)).to(dev)
+        # each row's count of distinct codes; the segments' code arrays follow one another like their rows
+        pc_lens = np.concatenate([np.diff(off) for _, off in pcodes] or [np.zeros(0, dtype=np.int64)])
+        self._pc_lens = torch.from_numpy(pc_lens).to(dev)
+        self._pc_starts = torch.cumsum(self._pc_lens, 0) - self._pc_lens
         self._tok_offsets = torch.from_numpy(self.tok_offsets[:-1].copy()).to(dev)
         self._doclens = torch.from_numpy(self.doclens.copy()).to(dev)
         self._live = torch.from_numpy(~self.deleted).to(dev)
